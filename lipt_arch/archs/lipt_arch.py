@@ -1,0 +1,159 @@
+"""LIPT, the Latency-aware Image Processing Transformer (Qiao et al., IEEE TIP 34, 2025), as a BasicSR arch.
+
+Data path: reflect-pad to the window -> subtract mean -> head conv -> LIPT blocks (+ long residual) -> tail conv ->
+pixel shuffle -> add mean -> crop. A LIPT block is ``1 + shared_depth`` layers of
+``HRM_a, HRM_c, NVSM-SA, HRM_b`` (each with a residual), no LayerNorm and no MLP.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+
+from .hrm import HRM
+from .nvsm_attention import Attention, NVSMAttention
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+WINDOW_SIZES = (8, 16)
+SCALES = (1, 2, 3, 4)
+
+
+def reflect_pad(x: Tensor, multiple: int) -> Tensor:
+    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple`` by mirroring (edge not repeated).
+
+    Matches the reference's ``F.pad(mode='reflect')`` whenever the pad is smaller than the side. A smaller image is
+    mirrored repeatedly (the padded map mirrored again); a side of one pixel is repeated instead.
+    """
+    for dim in (-2, -1):
+        pad = -x.shape[dim] % multiple
+        while pad > 0:
+            size = x.shape[dim]
+            step = min(pad, size - 1) if size > 1 else 1
+            padding = [0, 0, 0, step] if dim == -2 else [0, step, 0, 0]
+            x = F.pad(x, padding, mode='reflect' if size > 1 else 'replicate')
+            pad -= step
+    return x
+
+
+class LIPTLayer(nn.Module):
+    """``x += HRM_a(x); x += HRM_c(x); x += NVSM-SA(x); x += HRM_b(x)``, (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, num_feat: int, exp_ratio: int, window_size: int, shift: bool, calc_attn: bool,
+                 deploy: bool) -> None:
+        super().__init__()
+        self.hrm_a = HRM(num_feat, exp_ratio, deploy)
+        self.hrm_c = HRM(num_feat, exp_ratio, deploy)
+        self.attn = NVSMAttention(num_feat, window_size, shift, calc_attn, deploy)
+        self.hrm_b = HRM(num_feat, exp_ratio, deploy)
+
+    def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention]:
+        x = self.hrm_a(x) + x
+        x = self.hrm_c(x) + x
+        y, attn = self.attn(x, attn)
+        x = y + x
+        return self.hrm_b(x) + x, attn
+
+
+class LIPTBlock(nn.Module):
+    """``1 + shared_depth`` LIPT layers; the first computes the attention maps, the others reuse them."""
+
+    def __init__(self, num_feat: int, shared_depth: int, exp_ratio: int, window_size: int, shift: bool,
+                 deploy: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            LIPTLayer(num_feat, exp_ratio, window_size, shift, calc_attn=(j == 0), deploy=deploy)
+            for j in range(1 + shared_depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        attn = None
+        for layer in self.layers:
+            x, attn = layer(x, attn)
+        return x
+
+
+@ARCH_REGISTRY.register()
+class LIPT(nn.Module):
+    """LIPT for super-resolution (``upscale`` 2, 3, 4) and restoration (``upscale`` 1).
+
+    Args:
+        upscale: output size / input size: 1, 2, 3 or 4.
+        num_in_ch, num_out_ch: image channels.
+        num_feat: width C (even).
+        num_block: number of LIPT blocks; block i uses shifted windows iff i is odd.
+        shared_depth: layers per block that reuse the first layer's attention (the reference's ``n_share``).
+        window_size: 8 or 16.
+        exp_ratio: HRM expansion ratio (the reference's ``r_expand``).
+        img_range: the network computes on ``x * img_range``; 255 reproduces a model trained on 0..255 data.
+        rgb_mean: mean subtracted before the head (used when the images have 3 channels; zero otherwise).
+        img_residual: add the input image to the output (``upscale`` 1 only), as restoration networks such as
+            SwinIR do; the reference code has no such residual (False).
+        deploy: build the fused structure (plain 3x3 convs, no BatchNorm), as :func:`reparameterize` produces.
+
+    Input (B, num_in_ch, H, W) in [0, 1], any H, W >= 1; output (B, num_out_ch, H * upscale, W * upscale), about
+    [0, 1] (not clamped).
+    """
+
+    def __init__(self, upscale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
+                 num_block: int = 6, shared_depth: int = 1, window_size: int = 8, exp_ratio: int = 1,
+                 img_range: float = 1.0, rgb_mean: tuple[float, ...] = RGB_MEAN, img_residual: bool = False,
+                 deploy: bool = False) -> None:
+        super().__init__()
+        _check_options(upscale=upscale, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
+                       num_block=num_block, shared_depth=shared_depth, window_size=window_size, exp_ratio=exp_ratio,
+                       img_range=img_range)
+        if img_residual and (upscale != 1 or num_in_ch != num_out_ch):
+            raise ValueError("LIPT option 'img_residual' needs upscale=1 and num_in_ch == num_out_ch")
+        self.config: dict[str, Any] = dict(
+            upscale=upscale, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,
+            shared_depth=shared_depth, window_size=window_size, exp_ratio=exp_ratio, img_range=float(img_range),
+            rgb_mean=tuple(float(m) for m in rgb_mean), img_residual=img_residual, deploy=deploy)
+        self.upscale, self.window_size, self.img_range = upscale, window_size, float(img_range)
+        self.img_residual = img_residual
+        self.register_buffer('mean_in', _mean(rgb_mean, num_in_ch), persistent=False)
+        self.register_buffer('mean_out', _mean(rgb_mean, num_out_ch), persistent=False)
+        self.head = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.ModuleList(
+            LIPTBlock(num_feat, shared_depth, exp_ratio, window_size, shift=(i % 2 == 1), deploy=deploy)
+            for i in range(num_block))
+        self.tail = nn.Conv2d(num_feat, num_out_ch * upscale ** 2, 3, 1, 1)
+        self.upsample = nn.PixelShuffle(upscale) if upscale > 1 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.head.in_channels:
+            raise ValueError(f'LIPT expects a (B, {self.head.in_channels}, H, W) tensor, got {tuple(x.shape)}')
+        height, width = x.shape[-2:]
+        x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
+        feat = self.head(x)
+        res = feat
+        for block in self.body:
+            res = block(res)
+        out = self.upsample(self.tail(res + feat))
+        if self.img_residual:
+            out = out + x
+        out = (out + self.mean_out * self.img_range) / self.img_range
+        return out[:, :, :height * self.upscale, :width * self.upscale]
+
+
+def _mean(rgb_mean: tuple[float, ...], channels: int) -> Tensor:
+    values = rgb_mean if channels == 3 else (0.0,) * channels
+    return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
+
+
+def _check_options(**opt: Any) -> None:
+    """Raise one clear ``ValueError`` naming the first LIPT option that is out of range."""
+    if opt['upscale'] not in SCALES:
+        raise ValueError(f"LIPT option 'upscale' must be one of {SCALES}, got {opt['upscale']!r}")
+    if opt['window_size'] not in WINDOW_SIZES:
+        raise ValueError(f"LIPT option 'window_size' must be one of {WINDOW_SIZES}, got {opt['window_size']!r}")
+    for key in ('num_in_ch', 'num_out_ch', 'num_feat', 'num_block', 'exp_ratio'):
+        if not isinstance(opt[key], int) or isinstance(opt[key], bool) or opt[key] < 1:
+            raise ValueError(f'LIPT option {key!r} must be a positive integer, got {opt[key]!r}')
+    if opt['num_feat'] % 2:
+        raise ValueError(f"LIPT option 'num_feat' must be even (attention splits it in halves), got {opt['num_feat']}")
+    if not isinstance(opt['shared_depth'], int) or opt['shared_depth'] < 0:
+        raise ValueError(f"LIPT option 'shared_depth' must be an integer >= 0, got {opt['shared_depth']!r}")
+    if not opt['img_range'] > 0:
+        raise ValueError(f"LIPT option 'img_range' must be positive, got {opt['img_range']!r}")

@@ -1,0 +1,39 @@
+"""Install lipt_arch: ``pip install .`` (add ``[test]`` for the test suite)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = next(line.split("'")[1] for line in Path('lipt_arch/__init__.py').read_text().splitlines()
+               if line.startswith('__version__'))
+
+setup(
+    name='lipt_arch',
+    version=version,
+    description='LIPT (Latency-aware Image Processing Transformer, TIP 2025) as a BasicSR plugin',
+    long_description=Path('README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=['lipt_arch', 'lipt_arch.*']),
+    include_package_data=True,
+    package_data={'lipt_arch': ['options/*.yml']},
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.1',
+        'torchvision',
+        'numpy',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'scikit-image',
+        'tqdm',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'pytest-timeout', 'ruff>=0.4', 'hypothesis>=6', 'onnx', 'onnxscript', 'onnxruntime',
+                 'safetensors', 'psutil'],
+    },
+    entry_points={'console_scripts': [
+        'basicsr = lipt_arch.cli.basicsr_cli:main',
+        'lipt = lipt_arch.cli.lipt_cli:main',
+    ]},
+)
