@@ -1,0 +1,1 @@
+"""Console scripts: ``basicsr`` (train/test through BasicSR) and ``lipt`` (inference, conversion, export)."""
