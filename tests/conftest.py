@@ -41,7 +41,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             tensor.copy_(torch.rand(tensor.shape, generator=gen) * 0.5 + 0.25)
         elif tensor.dim() == 4:
             fan_in = tensor[0].numel()
-            tensor.copy_(torch.randn(tensor.shape, generator=gen) * (0.5 / fan_in) ** 0.5)
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * (0.1 / fan_in) ** 0.5)
         else:
             tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.05)
     return model
