@@ -7,7 +7,7 @@ from lipt_arch import compat
 
 compat.install()
 
-from lipt_arch import archs, data, models  # noqa: E402  (registration needs the compat shim first)
+from lipt_arch import archs, data, metrics, models  # noqa: E402  (registration needs the compat shim first)
 from lipt_arch.archs import LIPT, PRESETS, preset_config, reparameterize  # noqa: E402
 from lipt_arch.checkpoint import CheckpointError, load_model, save_model  # noqa: E402
 from lipt_arch.official import load_official  # noqa: E402
