@@ -25,6 +25,7 @@ setup(
         'opencv-python',
         'lmdb',
         'pyyaml',
+        'safetensors',
         'scikit-image',
         'tqdm',
     ],

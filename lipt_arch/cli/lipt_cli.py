@@ -1,0 +1,277 @@
+"""The ``lipt`` command: ``infer`` (images and folders), ``convert`` (to a fused checkpoint), ``export`` (ONNX) and
+``info``. Every expected failure is one ``lipt: error: ...`` line on stderr and exit status 1 (2 for bad usage)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
+
+    from lipt_arch.loading import LoadedModel
+
+EXIT_FAILURE = 1
+DEBUG_ENV = 'LIPT_DEBUG'  # set to 1 to see tracebacks instead of one-line errors
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, no traceback."""
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--scale', type=int, choices=(1, 2, 3, 4), default=None,
+                        help='expected scale; checked against the checkpoint (inferred when omitted)')
+    parser.add_argument('--window-size', type=int, choices=(8, 16), default=None,
+                        help='attention window for checkpoints that do not record it (default: the matching '
+                             "preset's, else 8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='lipt', description='LIPT super-resolution: run, convert, export, inspect.')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('infer', help='upscale an image or every image in a folder')
+    p.add_argument('-i', '--input', required=True, help='image file or folder (png, jpg, bmp, tif, webp)')
+    p.add_argument('-o', '--output', required=True, help='output image file, or folder (same file names)')
+    p.add_argument('--model', required=True, help='checkpoint: fused (.pth / .safetensors), BasicSR training, or '
+                                                  "the authors' code")
+    p.add_argument('--tile', type=int, default=512, help='tile side in input pixels; 0 = whole image (default 512)')
+    p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
+    p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda[:i] (default auto)')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
+    _model_options(p)
+
+    p = sub.add_parser('convert', help='training checkpoint (ours or the authors\') -> fused checkpoint with config')
+    p.add_argument('input')
+    p.add_argument('output')
+    p.add_argument('--format', choices=('pth', 'safetensors'), default=None,
+                   help='default: safetensors if OUTPUT ends in .safetensors, else pth')
+    _model_options(p)
+
+    p = sub.add_parser('export', help='ONNX with dynamic batch, height and width')
+    p.add_argument('--onnx', required=True, help='output .onnx file')
+    p.add_argument('--model', required=True, help='checkpoint (any kind lipt infer reads)')
+    p.add_argument('--opset', type=int, default=18)
+    p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison after export')
+    _model_options(p)
+
+    p = sub.add_parser('info', help='describe a checkpoint')
+    p.add_argument('model')
+    _model_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lipt`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from lipt_arch.checkpoint import CheckpointError
+    from lipt_arch.image_io import ImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_line
+            return COMMANDS[args.command](args)
+    except (CliError, CheckpointError, ImageError, ValueError, OSError) as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _error(str(err))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _error('interrupted')
+        return 130
+    except Exception as err:  # noqa: BLE001  (an unexpected failure is still one line; LIPT_DEBUG=1 shows more)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _error(f'{type(err).__name__}: {err} (set {DEBUG_ENV}=1 for a traceback)')
+        return EXIT_FAILURE
+
+
+def _error(message: str) -> None:
+    print(f'lipt: error: {" ".join(message.split())}', file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f'lipt: {message}', file=sys.stderr)
+
+
+def _warn_line(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    _note(f'warning: {message}')
+
+
+def _load(args: argparse.Namespace) -> LoadedModel:
+    from lipt_arch.loading import KINDS, load_any  # imported here, so that --help stays fast
+
+    loaded = load_any(args.model, args.scale, args.window_size)
+    if loaded.assumed:
+        _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; pass "
+              '--window-size to set it)')
+    return loaded
+
+
+def _describe(config: dict) -> str:
+    from lipt_arch.checkpoint import matching_preset
+
+    preset = matching_preset(config)
+    name = f'LIPT-{preset}' if preset else f"LIPT (width {config['num_feat']}, {config['num_block']} blocks)"
+    return f"{name} x{config['upscale']}"
+
+
+# ---------------------------------------------------------------------------------------------------------- infer
+def _infer(args: argparse.Namespace) -> int:
+    from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, is_image_path
+
+    source = Path(args.input)
+    if not source.exists():
+        raise CliError(f'{source}: no such file or folder')
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file())
+        images = [p for p in files if is_image_path(p)]
+        if not images:
+            raise CliError(f'{source}: no images in this folder (looked for {", ".join(IMAGE_EXTENSIONS)})')
+        if len(images) < len(files):
+            _note(f'skipping {len(files) - len(images)} file(s) in {source} without an image extension')
+        out_dir = _output_folder(Path(args.output))
+        jobs = [(p, out_dir / p.name) for p in images]
+    else:
+        check_extension(source)
+        target = Path(args.output)
+        if target.is_dir() or (not target.suffix and not target.exists()):
+            target = _output_folder(target) / source.name
+        else:
+            check_extension(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if target.resolve() == source.resolve():
+            raise CliError(f'{target}: output would overwrite the input')
+        jobs = [(source, target)]
+
+    from lipt_arch.inference import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    loaded = _load(args)
+    model = loaded.model.to(device, dtype)
+    if not args.quiet:
+        _note(f'{_describe(loaded.config)} from {args.model} on {device} in {str(dtype).replace("torch.", "")}')
+    failures, start = [], time.perf_counter()
+    for src, dst in tqdm(jobs, desc='images', unit='img', disable=args.quiet or len(jobs) == 1):
+        try:
+            _infer_one(model, src, dst, args, device, dtype)
+        except Exception as err:  # noqa: BLE001  (one bad image must not stop a folder run)
+            if os.environ.get(DEBUG_ENV):
+                raise
+            failures.append(_one_line(err, src))
+    done = len(jobs) - len(failures)
+    if len(jobs) == 1 and failures:
+        raise CliError(failures[0])
+    if not args.quiet:
+        _note(f'wrote {done} image(s) to {jobs[0][1].parent if len(jobs) > 1 else jobs[0][1]} '
+              f'in {time.perf_counter() - start:.1f} s')
+    if failures:
+        _error(f'{len(failures)} of {len(jobs)} images failed:')
+        for line in failures:
+            print(f'  {line}', file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _output_folder(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise CliError(f'{path}: exists as a file, but a folder is needed for the output')
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _one_line(err: Exception, src: Path) -> str:
+    from lipt_arch.image_io import ImageError
+
+    text = ' '.join(str(err).split()) or type(err).__name__
+    if isinstance(err, ImageError):
+        return text  # already names the file
+    return f'{src}: {type(err).__name__}: {text}'
+
+
+def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device,
+               dtype: torch.dtype) -> None:
+    from lipt_arch.image_io import fit_to_format, read_image, write_image
+    from lipt_arch.inference import upscale_array
+
+    img = read_image(src)
+    out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device, dtype=dtype)
+    out, notes = fit_to_format(out, dst.suffix.lower())
+    for note in notes:
+        _note(f'warning: {dst}: {note}')
+    write_image(dst, out)
+
+
+# ------------------------------------------------------------------------------------------- convert, export, info
+def _convert(args: argparse.Namespace) -> int:
+    from lipt_arch.checkpoint import save_model
+
+    output = Path(args.output)
+    fmt = args.format or ('safetensors' if output.suffix.lower() == '.safetensors' else 'pth')
+    args.model = args.input
+    loaded = _load(args)
+    save_model(loaded.model, output, fuse=False, format=fmt)
+    _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {_count(loaded.model):,} parameters) to {output}')
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lipt_arch.export import check_onnx, export_onnx
+
+    loaded = _load(args)
+    export_onnx(loaded.model, args.onnx, opset=args.opset)
+    _note(f'wrote {_describe(loaded.config)} to {args.onnx} (input "image" (B, {loaded.config["num_in_ch"]}, H, W) '
+          'in [0, 1], any H and W)')
+    if not args.no_check:
+        error = check_onnx(loaded.model, args.onnx)
+        if error is None:
+            _note('onnxruntime not installed: parity check skipped')
+        else:
+            _note(f'onnxruntime parity on two sizes: max abs error {error:.2e}')
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lipt_arch.checkpoint import matching_preset
+    from lipt_arch.loading import KINDS
+
+    loaded = _load(args)
+    config = loaded.config
+    preset = matching_preset(config)
+    window_note = ' (assumed: not recorded in the file)' if loaded.assumed else ''
+    fused = 'yes' if loaded.stored_fused else 'no (training form; fused on load)'
+    rows = [
+        ('file', args.model), ('kind', KINDS[loaded.kind]),
+        ('preset', f"{preset} (x{config['upscale']})" if preset else 'none (custom)'),
+        ('scale', f"x{config['upscale']}"), ('width', config['num_feat']),
+        ('depth', f"{config['num_block']} blocks x {1 + config['shared_depth']} layers "
+                  f"(shared_depth {config['shared_depth']})"),
+        ('window', f"{config['window_size']}{window_note}"),
+        ('parameters', f'{loaded.stored_parameters:,} as stored' + (
+            '' if loaded.stored_fused else f', {_count(loaded.model):,} fused')),
+        ('fused', fused),
+    ]
+    for key, value in rows:
+        print(f'{key + ":":<12}{value}')
+    return 0
+
+
+def _count(model: torch.nn.Module) -> int:
+    from lipt_arch.loading import count_parameters
+
+    return count_parameters(model)
+
+
+COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info}
+
+if __name__ == '__main__':
+    sys.exit(main())
