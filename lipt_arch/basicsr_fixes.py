@@ -1,0 +1,148 @@
+"""What basicsr 1.4.2 gets wrong on today's stack, fixed from our side (basicsr's files are never edited).
+
+:func:`apply` (run by ``import lipt_arch``; idempotent) replaces these names in basicsr's own modules:
+
+1. ``basicsr.train.load_resume_state``: 1.4.2 calls ``torch.cuda.current_device()`` (fails without CUDA), maps the
+   state onto the GPU, and looks for ``--auto_resume`` states under the *current directory's* ``experiments/``.
+   Ours reads the state on CPU (``Optimizer.load_state_dict`` moves it to the parameters' device) from
+   ``opt['path']['training_states']`` (under the pipeline's ``root_path``).
+2. Same function, torch >= 2.6: resume states are read with ``weights_only=True`` through
+   :func:`lipt_arch.checkpoint.read_checkpoint` (clear one-line errors naming the file). A resume state holds only
+   tensors, numbers, lists, dicts and ``collections.Counter`` (``MultiStepRestartLR.milestones``); Counter is
+   allowlisted explicitly for torch versions whose weights-only unpickler lacks it. Nothing else is allowed.
+3. ``--launcher pytorch`` without CUDA: 1.4.2's ``init_dist`` divides the rank by ``torch.cuda.device_count()``
+   (zero) and hard-codes nccl, and ``BaseModel.model_to_device`` passes ``device_ids=[torch.cuda.current_device()]``
+   to DistributedDataParallel. Ours uses gloo and no device ids on CPU; with CUDA it keeps nccl and picks the GPU
+   from ``LOCAL_RANK`` (right on several nodes too).
+4. ``parse_options`` (as imported by ``basicsr.train`` / ``basicsr.test``) only knows ``--local_rank``;
+   ``torch.distributed.launch`` passes ``--local-rank``. Ours rewrites that flag before basicsr parses ``sys.argv``.
+5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
+   interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
+   (:func:`lipt_arch.checkpoint.atomic_save`) and let a failure stop the run.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import os
+import sys
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from lipt_arch.checkpoint import atomic_save, read_checkpoint
+
+_ORIGINALS: dict[str, Any] = {}
+
+
+def load_resume_state(opt: dict) -> dict | None:
+    """The resume state named by ``opt['path']['resume_state']`` or, with ``auto_resume``, the newest
+    ``<iter>.state`` in ``opt['path']['training_states']``; ``None`` to start fresh. Tensors stay on CPU."""
+    from basicsr.utils import check_resume, scandir
+
+    path = None
+    if opt['auto_resume']:
+        folder = opt['path']['training_states']
+        if os.path.isdir(folder):
+            iters = [int(name[:-len('.state')]) for name in scandir(folder, suffix='.state')
+                     if name[:-len('.state')].isdigit()]
+            if iters:
+                path = os.path.join(folder, f'{max(iters)}.state')
+                opt['path']['resume_state'] = path
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+    if path is None:
+        return None
+    with _allow_counter():
+        state = read_checkpoint(path)
+    check_resume(opt, state['iter'])
+    return state
+
+
+def _allow_counter() -> contextlib.AbstractContextManager:
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)
+    return safe_globals([collections.Counter]) if safe_globals else contextlib.nullcontext()
+
+
+def init_dist(launcher: str, backend: str = 'nccl', **kwargs: Any) -> None:
+    """basicsr's ``init_dist``; for ``launcher='pytorch'`` gloo on CPU, and the GPU chosen by ``LOCAL_RANK``."""
+    if launcher != 'pytorch':
+        return _ORIGINALS['init_dist'](launcher, backend, **kwargs)
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    else:
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def model_to_device(self, net: nn.Module) -> nn.Module:
+    """``BaseModel.model_to_device``, with DistributedDataParallel on CPU (no ``device_ids``)."""
+    if not (self.opt['dist'] and self.device.type == 'cpu'):
+        return _ORIGINALS['model_to_device'](self, net)
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(net.to(self.device),
+                                   find_unused_parameters=self.opt.get('find_unused_parameters', False))
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """``argv`` with torch.distributed.launch's ``--local-rank[=N]`` spelled ``--local_rank[=N]``."""
+    return [('--local_rank' + arg[len('--local-rank'):]) if arg.split('=', 1)[0] == '--local-rank' else arg
+            for arg in argv]
+
+
+def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
+    """basicsr's ``parse_options`` after :func:`normalize_argv` on ``sys.argv``."""
+    sys.argv[1:] = normalize_argv(sys.argv[1:])
+    return _ORIGINALS['parse_options'](root_path, is_train)
+
+
+def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    state = net.state_dict()
+    return {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+
+
+def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+    """``BaseModel.save_network`` (``models/<net_label>_<iter|latest>.pth``), written atomically, rank 0 only."""
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    nets = net if isinstance(net, list) else [net]
+    keys = param_key if isinstance(param_key, list) else [param_key]
+    if len(nets) != len(keys):
+        raise ValueError('save_network: the lengths of net and param_key should be the same')
+    label = 'latest' if current_iter == -1 else current_iter
+    state = {key: _cpu_state(self.get_bare_model(n)) for n, key in zip(nets, keys)}
+    atomic_save(state, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+
+def save_training_state(self, epoch: int, current_iter: int) -> None:
+    """``BaseModel.save_training_state`` (``training_states/<iter>.state``), written atomically, rank 0 only."""
+    if current_iter == -1 or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers]}
+    atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def apply() -> None:
+    """Install the fixes above into basicsr's modules (idempotent)."""
+    if _ORIGINALS:
+        return
+    from basicsr.models.base_model import BaseModel
+
+    train, test, dist_util, options = (importlib.import_module(f'basicsr.{name}')
+                                       for name in ('train', 'test', 'utils.dist_util', 'utils.options'))
+    _ORIGINALS.update(init_dist=dist_util.init_dist, model_to_device=BaseModel.model_to_device,
+                      parse_options=options.parse_options)
+    train.load_resume_state = load_resume_state
+    dist_util.init_dist = options.init_dist = init_dist
+    train.parse_options = test.parse_options = parse_options
+    BaseModel.model_to_device = model_to_device
+    BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state

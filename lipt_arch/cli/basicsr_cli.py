@@ -1,0 +1,119 @@
+"""``basicsr train`` / ``basicsr test``: BasicSR's own ``train_pipeline`` / ``test_pipeline`` with LIPT registered.
+
+Experiments (``experiments/<name>/``), logs and results (``results/<name>/``) go under the current directory.
+Bad input (a missing dataset folder, a wrong ``network_g`` keyword, a checkpoint that is corrupt or does not fit)
+ends with one line on stderr naming the file or option and exit status 1, before BasicSR creates any folder where
+it can check that early.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+import yaml
+
+import lipt_arch  # noqa: F401  (registers LIPT, applies lipt_arch.basicsr_fixes)
+from lipt_arch.checkpoint import CheckpointError
+from lipt_arch.models.lipt_model import OptionError
+
+COMMANDS = {
+    'train': ('train a network with BasicSR (basicsr.train.train_pipeline)',
+              'Train with an option YAML; checkpoints, logs and validation images go to ./experiments/<name>/. '
+              'LIPTModel also writes fused net_g_deploy_<iter>.pth / net_g_deploy_latest.pth '
+              '(load with lipt_arch.load_model). Several processes: torchrun --nproc_per_node=N --no-python '
+              'basicsr train -opt X.yml --launcher pytorch (gloo on CPU, nccl on GPUs).'),
+    'test': ('evaluate a trained network with BasicSR (basicsr.test.test_pipeline)',
+             'Evaluate the datasets of an option YAML; logs, metrics and images go to ./results/<name>/. '
+             'LIPTModel evaluates the fused (deploy) network.'),
+}
+CHECKED_DATA_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``basicsr`` parser; its flags are BasicSR's own (they are passed on to BasicSR unchanged)."""
+    parser = argparse.ArgumentParser(
+        prog='basicsr', description='BasicSR training and testing with LIPT registered (lipt_arch). '
+        'Runs in the current directory: experiments/, results/ and tb_logger/ are created here.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='{train,test}')
+    for name, (summary, description) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=description)
+        sub.add_argument('-opt', required=True, metavar='YML', help='option YAML file (e.g. options/train_LIPT_x2.yml)')
+        sub.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                         help='distributed launcher: pytorch under torchrun (default: none, one process)')
+        sub.add_argument('--auto_resume', action='store_true',
+                         help='resume from the newest experiments/<name>/training_states/<iter>.state')
+        sub.add_argument('--debug', action='store_true', help="prefix the name with 'debug_', validate every 8 iters")
+        sub.add_argument('--force_yml', nargs='+', metavar='KEY=VALUE',
+                         help='override options, e.g. train:ema_decay=0.999 datasets:train:batch_size_per_gpu=4')
+        sub.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                         help='set by torch.distributed.launch (torchrun sets LOCAL_RANK instead)')
+    return parser
+
+
+def check_options(opt: dict) -> None:
+    """Raise :class:`OptionError` naming the first dataset path or checkpoint option whose file is missing."""
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        for key in CHECKED_DATA_KEYS:
+            path = dataset.get(key)
+            if isinstance(path, str) and not os.path.exists(path):
+                raise OptionError(f'datasets.{phase}.{key}: not found: {path}')
+    for key, path in (opt.get('path') or {}).items():
+        if (key.startswith('pretrain_network') or key == 'resume_state') and path and not os.path.isfile(path):
+            raise OptionError(f'path.{key}: checkpoint not found: {path}')
+
+
+@contextlib.contextmanager
+def _checked_parse(module_name: str) -> Iterator[None]:
+    """Run :func:`check_options` right after the pipeline parses its options (before it makes folders)."""
+    module = importlib.import_module(module_name)
+    parse = module.parse_options
+
+    def parse_and_check(root_path: str, is_train: bool = True):
+        opt, args = parse(root_path, is_train)
+        check_options(opt)
+        return opt, args
+
+    module.parse_options = parse_and_check
+    try:
+        yield
+    finally:
+        module.parse_options = parse
+
+
+def run(command: str, argv: Sequence[str], root_path: str | None = None) -> None:
+    """Run BasicSR's ``command`` pipeline on BasicSR-style ``argv`` (``-opt X.yml ...``), rooted at ``root_path``
+    (default: the current directory)."""
+    module_name = f'basicsr.{command}'
+    pipeline = getattr(importlib.import_module(module_name), f'{command}_pipeline')
+    sys.argv = [f'basicsr {command}', *argv]
+    with _checked_parse(module_name):
+        pipeline(os.path.abspath(root_path or os.getcwd()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``basicsr`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    rest = argv[argv.index(args.command) + 1:]
+    try:
+        run(args.command, rest)
+    except (CheckpointError, OptionError) as err:
+        return _fail(args.command, str(err))
+    except FileNotFoundError as err:
+        return _fail(args.command, f'not found: {err.filename or err}')
+    except yaml.YAMLError as err:
+        return _fail(args.command, f'{args.opt}: not valid YAML: {str(err).splitlines()[0]}')
+    return 0
+
+
+def _fail(command: str, message: str) -> int:
+    print(f'basicsr {command}: error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+    return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""LIPTModel: fused validation equals the unfused path, BN-aware EMA, deploy checkpoints, bicubic comparison."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.models import build_model
+from basicsr.models.sr_model import SRModel
+from basicsr.utils.registry import MODEL_REGISTRY
+
+import lipt_arch
+from lipt_arch.checkpoint import CheckpointError
+from lipt_arch.models.lipt_model import LIPTModel, ema_buffers_, format_metrics
+
+from .basicsr_helpers import merge, train_options
+from .conftest import randomize_
+
+
+def _prepare(opt: dict, root, is_train: bool = True) -> dict:
+    """What basicsr's parse_options adds to an option dict (no argv, no folders beyond ``root``)."""
+    opt = copy.deepcopy(opt)
+    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False, root_path=str(root))
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        dataset['scale'] = opt['scale']
+    exp = root / 'experiments' / opt['name']
+    opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), log=str(exp),
+                       training_states=str(exp / 'training_states'), visualization=str(exp / 'visualization'))
+    for key in ('models', 'training_states', 'visualization'):
+        (exp / key).mkdir(parents=True, exist_ok=True)
+    return opt
+
+
+def _loader(opt: dict, phase: str):
+    dataset_opt = opt['datasets'][phase]
+    return build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False, sampler=None)
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp('lipt_model')
+
+
+@pytest.fixture(scope='module')
+def trained(root):
+    """A LIPTModel after two training steps (EMA decay 0.5), with its options and val loader (shared: cheap)."""
+    torch.set_num_threads(2)
+    opt = _prepare(train_options(root, val={'compare_bicubic': True}), root)
+    model = build_model(opt)
+    randomize_(model.get_bare_model(model.net_g), seed=1)
+    model.model_ema(0)
+    batch = next(iter(_loader(opt, 'train')))
+    for it in (1, 2):
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    return model, opt, _loader(opt, 'val')
+
+
+def test_lipt_model_registered():
+    assert MODEL_REGISTRY.get('LIPTModel') is LIPTModel
+
+
+def test_fused_validation_matches_unfused_and_leaves_training_state(trained):
+    model, _, val_loader = trained
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
+
+    model.validation(val_loader, 2, None, save_img=False)
+    fused = dict(model.metric_results)
+    SRModel.nondist_validation(model, val_loader, 2, None, False)  # no fused copy prepared: BasicSR's own test()
+    unfused = dict(model.metric_results)
+
+    assert abs(fused['psnr'] - unfused['psnr']) < 0.01, (fused, unfused)
+    assert abs(fused['ssim'] - unfused['ssim']) < 1e-4, (fused, unfused)
+    assert model.net_g.training and not model.net_g_ema.training
+    assert all(torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
+    assert all(torch.equal(ema_before[k], v) for k, v in model.net_g_ema.state_dict().items())
+    assert model._val_net is None
+
+
+def test_validation_uses_ema_network_fused(trained, monkeypatch):
+    model, _, val_loader = trained
+    seen = []
+    monkeypatch.setattr('lipt_arch.models.lipt_model.reparameterize', lambda net: seen.append(net) or net.eval())
+    model.validation(val_loader, 2, None)
+    assert seen == [model.net_g_ema]
+
+
+def test_ema_averages_batchnorm_statistics(trained):
+    model, _, _ = trained
+    net, ema = model.get_bare_model(model.net_g), model.net_g_ema
+    bn = 'body.0.layers.0.hrm_a.conv0.bn3x3'
+    old = {k: v.clone() for k, v in ema.state_dict().items()}
+    ema_buffers_(net, ema, decay=0.25)
+    new, src = ema.state_dict(), net.state_dict()
+    for key in (f'{bn}.running_mean', f'{bn}.running_var'):
+        torch.testing.assert_close(new[key], 0.25 * old[key] + 0.75 * src[key])
+    assert torch.equal(new[f'{bn}.num_batches_tracked'], src[f'{bn}.num_batches_tracked'])
+    # the trained model's EMA statistics moved with training (stock BasicSR leaves them at their initial values)
+    assert not torch.equal(old[f'{bn}.running_var'], torch.ones_like(old[f'{bn}.running_var']))
+
+
+def test_save_writes_loadable_deploy_checkpoints(trained, root):
+    model, opt, _ = trained
+    model.save(epoch=0, current_iter=2)
+    models = root / 'experiments' / opt['name'] / 'models'
+    assert {'net_g_2.pth', 'net_g_deploy_2.pth', 'net_g_deploy_latest.pth'} <= {p.name for p in models.iterdir()}
+    assert (root / 'experiments' / opt['name'] / 'training_states' / '2.state').is_file()
+    raw = torch.load(models / 'net_g_deploy_2.pth', weights_only=True)
+    assert set(raw) == {'params', 'config'} and raw['config']['deploy'] is True
+    loaded = lipt_arch.load_model(models / 'net_g_deploy_latest.pth')
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        expected = lipt_arch.reparameterize(model.net_g_ema)(x)
+        torch.testing.assert_close(loaded(x), expected, atol=1e-5, rtol=1e-4)
+    assert 'params_ema' in torch.load(models / 'net_g_2.pth', weights_only=True)
+
+
+def test_compare_bicubic_final_summary_and_side_by_side(trained, root, capsys):
+    model, opt, val_loader = trained
+    model.save(epoch=-1, current_iter=-1)  # what train_pipeline does right before its final validation
+    try:
+        model.validation(val_loader, 2, None)
+    finally:
+        model._final = False
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith('Fused LIPT:')]
+    assert len(line) == 1 and 'bicubic: PSNR' in line[0] and 'dB / SSIM 0.' in line[0], line
+    pngs = sorted((root / 'experiments' / opt['name'] / 'visualization').glob('*_bicubic_LIPT_GT.png'))
+    assert len(pngs) == len(val_loader.dataset)
+    import cv2
+    img = cv2.imread(str(pngs[0]))
+    assert img.shape[0] == 32 and img.shape[1] == 3 * 32 + 2 * 4  # bicubic | LIPT | GT, 4 px gaps
+
+
+def test_format_metrics():
+    assert format_metrics({'psnr': 30.1234, 'ssim': 0.91234}) == 'PSNR 30.12 dB / SSIM 0.9123'
+
+
+@pytest.mark.parametrize('change', [{'upscale': 3}, {'num_feat': 16}])
+def test_pretrain_that_does_not_fit_names_file(trained, root, change):
+    model, opt, _ = trained
+    model.save(epoch=0, current_iter=2)
+    path = root / 'experiments' / opt['name'] / 'models' / 'net_g_2.pth'
+    bad = merge(opt, {'network_g': change, 'path': {'pretrain_network_g': str(path)}})
+    with pytest.raises(CheckpointError, match=r'net_g_2\.pth: weights do not fit network_g LIPT') as err:
+        build_model(bad)
+    assert '\n' not in str(err.value)
