@@ -102,7 +102,8 @@ def export_onnx(model: LIPT, path: str | os.PathLike, opset: int = 18, sample_si
     dynamic = {'x': {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
     with torch.no_grad():
         program = torch.onnx.export(wrapper, (sample,), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
-                                    input_names=['image'], output_names=['output'], external_data=False)
+                                    input_names=['image'], output_names=['output'], external_data=False,
+                                    verbose=False)
     program.save(os.fspath(path))
 
 
