@@ -18,6 +18,13 @@ from .basicsr_helpers import merge, train_options
 from .conftest import randomize_
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: on the shared 2-core machine small ops on 2 threads are several times slower."""
+    torch.set_num_threads(1)
+    yield
+
+
 def _prepare(opt: dict, root, is_train: bool = True) -> dict:
     """What basicsr's parse_options adds to an option dict (no argv, no folders beyond ``root``)."""
     opt = copy.deepcopy(opt)
@@ -46,7 +53,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained(root):
     """A LIPTModel after two training steps (EMA decay 0.5), with its options and val loader (shared: cheap)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     opt = _prepare(train_options(root, val={'compare_bicubic': True}), root)
     model = build_model(opt)
     randomize_(model.get_bare_model(model.net_g), seed=1)
