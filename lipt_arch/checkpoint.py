@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,7 +36,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     if is_safetensors(path):
         return read_safetensors(path)
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # torch's note on old pickle protocols suggests weights_only=False: never
+            warnings.filterwarnings('ignore', message='.*pickle protocol', category=UserWarning)
+            return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f'{path}: refused to load: it holds more than plain tensors and containers, and '
