@@ -17,7 +17,7 @@ from .conftest import REPO
 TINY_NET = {'type': 'LIPT', 'upscale': 2, 'num_feat': 8, 'num_block': 1, 'window_size': 8}
 
 
-def make_pairs(root: Path, count: int = 3, size: int = 32, scale: int = 2, seed: int = 0) -> tuple[Path, Path]:
+def make_pairs(root: Path, count: int = 4, size: int = 32, scale: int = 2, seed: int = 0) -> tuple[Path, Path]:
     """``count`` smooth random HR PNGs (size x size) and their MATLAB-bicubic LR under ``root/{HR,LR}``."""
     from basicsr.utils.matlab_functions import imresize  # after lipt_arch's compat shim (conftest)
 
@@ -79,8 +79,9 @@ def write_options(opt: dict, path: Path) -> Path:
     return path
 
 
-def run_basicsr(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m lipt_arch.cli.basicsr_cli ARGS`` in ``cwd`` (the console script's code, without PATH lookup)."""
+def run_basicsr(args: list[str], cwd: Path, timeout: float = 180,
+                module: str = 'lipt_arch.cli.basicsr_cli') -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in ``cwd`` (default: the ``basicsr`` console script's code, no PATH lookup)."""
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, '-m', 'lipt_arch.cli.basicsr_cli', *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
