@@ -121,7 +121,14 @@ def test_bad_pretrain_of_wrong_scale_or_arch(tmp_path, what):
     path = tmp_path / f'wrong_{what}.pth'
     torch.save({'params': net.state_dict()}, path)
     last = _bad_run(tmp_path, {'path': {'pretrain_network_g': str(path)}})
-    assert str(path) in last and 'do not fit network_g LIPT' in last
+    assert f'path.pretrain_network_g: {path}: weights do not fit network_g' in last
+
+
+def test_bad_corrupted_pretrain(tmp_path):
+    path = tmp_path / 'corrupt.pth'
+    path.write_bytes(b'PK\x03\x04 truncated zip')
+    last = _bad_run(tmp_path, {'path': {'pretrain_network_g': str(path)}})
+    assert f'path.pretrain_network_g: {path}:' in last
 
 
 def test_bad_corrupted_resume_state_loses_nothing(tmp_path):

@@ -118,23 +118,27 @@ class LIPTModel(SRModel):
         ema_buffers_(self.get_bare_model(self.net_g), self.net_g_ema, decay)
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
-        """BasicSR's ``load_network`` with weights-only reading and one-line errors naming the file."""
-        checkpoint = read_checkpoint(load_path)
+        """BasicSR's ``load_network`` with weights-only reading and one-line errors naming the option and file."""
+        option = 'path.pretrain_network_g: ' if load_path == self.opt['path'].get('pretrain_network_g') else ''
+        try:
+            checkpoint = read_checkpoint(load_path)
+        except CheckpointError as err:
+            raise CheckpointError(f'{option}{err}') from None
         net = self.get_bare_model(net)
         if isinstance(checkpoint, Mapping) and param_key is not None:
             if param_key not in checkpoint and 'params' in checkpoint:
                 param_key = 'params'
             checkpoint = checkpoint.get(param_key, checkpoint)
         if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            raise CheckpointError(f'{load_path}: no state dict of tensors under {param_key!r}')
+            raise CheckpointError(f'{option}{load_path}: no state dict of tensors under {param_key!r}')
         state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in checkpoint.items()}
         own = net.state_dict()
         if not strict:
             state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
         problem = state_dict_mismatch(net, state) if strict else ''
         if problem:
-            raise CheckpointError(f'{load_path}: weights do not fit network_g {net.__class__.__name__} '
-                                  f'{getattr(net, "config", "")}: {problem}')
+            raise CheckpointError(f'{option}{load_path}: weights do not fit network_g {dict(self.opt["network_g"])}: '
+                                  f'{problem}')
         net.load_state_dict(state, strict=strict)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
 
