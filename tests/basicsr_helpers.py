@@ -79,9 +79,9 @@ def write_options(opt: dict, path: Path) -> Path:
     return path
 
 
-def run_basicsr(args: list[str], cwd: Path, timeout: float = 180,
-                module: str = 'lipt_arch.cli.basicsr_cli') -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` in ``cwd`` (default: the ``basicsr`` console script's code, no PATH lookup)."""
+def start_basicsr(args: list[str], cwd: Path, module: str = 'lipt_arch.cli.basicsr_cli') -> subprocess.Popen:
+    """Start ``python -m MODULE ARGS`` in ``cwd`` (default: the ``basicsr`` console script's code, no PATH lookup);
+    read it with ``.communicate()`` (text)."""
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, '-m', module, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

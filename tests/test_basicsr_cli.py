@@ -12,7 +12,7 @@ import torch
 import lipt_arch
 from lipt_arch.cli.basicsr_cli import main
 
-from .basicsr_helpers import merge, paired_dataset, run_basicsr, train_options, write_options
+from .basicsr_helpers import merge, paired_dataset, start_basicsr, train_options, write_options
 
 
 @pytest.fixture(autouse=True)
@@ -74,15 +74,16 @@ def test_auto_resume_on_cpu(trained_run, monkeypatch):
     assert not list(root.glob('experiments/tiny_archived_*'))  # resumed in place
 
 
-def test_basicsr_test_evaluates_fused_checkpoint(trained_run, monkeypatch, caplog):
+@pytest.mark.parametrize('deploy', [False, True], ids=['training_checkpoint', 'deploy_checkpoint'])
+def test_basicsr_test_evaluates_fused_checkpoint(trained_run, monkeypatch, caplog, deploy):
     root, _, _ = trained_run
     monkeypatch.chdir(root)
     val = train_options(root)['val']
     opt = {'name': 'tiny_test', 'model_type': 'LIPTModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
            'datasets': {'test_1': paired_dataset('gen', root / 'data' / 'HR', root / 'data' / 'LR', False)},
-           'network_g': train_options(root)['network_g'],
-           'path': {'pretrain_network_g': 'experiments/tiny/models/net_g_latest.pth', 'param_key_g': 'params_ema',
-                    'strict_load_g': True},
+           'network_g': {**train_options(root)['network_g'], 'deploy': deploy},
+           'path': {'pretrain_network_g': f'experiments/tiny/models/net_g{"_deploy" * deploy}_latest.pth',
+                    'param_key_g': 'params_ema', 'strict_load_g': True},
            'val': merge(val, {'save_img': True, 'suffix': None})}
     with caplog.at_level(logging.INFO, logger='basicsr'):
         status = main(['test', '-opt', str(write_options(opt, root / 'tiny_test.yml'))])
@@ -92,56 +93,98 @@ def test_basicsr_test_evaluates_fused_checkpoint(trained_run, monkeypatch, caplo
 
 
 # Bad input: one line on stderr naming the file or option, exit status 1, no traceback, nothing lost -------------
-def _bad_run(tmp_path, change: dict, extra_args: tuple = (), module: str = 'lipt_arch.cli.basicsr_cli'):
-    opt = merge(train_options(tmp_path), change)
-    option = write_options(opt, tmp_path / 'bad.yml')
-    command = ['train'] if module.endswith('basicsr_cli') else []
-    result = run_basicsr([*command, '-opt', str(option), *extra_args], cwd=tmp_path, module=module)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    assert last.startswith('basicsr train: error: '), last
-    return last
+# Each case is its own `basicsr train` process; they run concurrently (most of their time is importing).
+def _case_missing_dataset(root: Path) -> dict:
+    return {'datasets': {'train': {'dataroot_gt': 'datasets/nowhere/HR'}}}
 
 
-def test_bad_missing_dataset_folder(tmp_path):
-    last = _bad_run(tmp_path, {'datasets': {'train': {'dataroot_gt': 'datasets/nowhere/HR'}}})
-    assert 'datasets.train.dataroot_gt' in last and 'datasets/nowhere/HR' in last
-    assert not (tmp_path / 'experiments').exists()  # checked before BasicSR makes folders
+def _case_network_keyword(root: Path) -> dict:
+    return {'network_g': {'num_feats': 8}}
 
 
-def test_bad_network_keyword(tmp_path):
-    last = _bad_run(tmp_path, {'network_g': {'num_feats': 8}})
-    assert 'network_g' in last and "'num_feats'" in last
+def _case_wrong_scale(root: Path) -> dict:
+    torch.save({'params': lipt_arch.LIPT(upscale=3, num_feat=8, num_block=1).state_dict()}, root / 'wrong.pth')
+    return {'path': {'pretrain_network_g': str(root / 'wrong.pth')}}
 
 
-@pytest.mark.parametrize('what', ['scale', 'arch'])
-def test_bad_pretrain_of_wrong_scale_or_arch(tmp_path, what):
-    net = lipt_arch.LIPT(upscale=3, num_feat=8, num_block=1) if what == 'scale' else torch.nn.Conv2d(3, 12, 3)
-    path = tmp_path / f'wrong_{what}.pth'
-    torch.save({'params': net.state_dict()}, path)
-    last = _bad_run(tmp_path, {'path': {'pretrain_network_g': str(path)}})
-    assert f'path.pretrain_network_g: {path}: weights do not fit network_g' in last
+def _case_wrong_arch(root: Path) -> dict:
+    torch.save({'params': torch.nn.Conv2d(3, 12, 3).state_dict()}, root / 'wrong.pth')
+    return {'path': {'pretrain_network_g': str(root / 'wrong.pth')}}
 
 
-def test_bad_corrupted_pretrain(tmp_path):
-    path = tmp_path / 'corrupt.pth'
-    path.write_bytes(b'PK\x03\x04 truncated zip')
-    last = _bad_run(tmp_path, {'path': {'pretrain_network_g': str(path)}})
-    assert f'path.pretrain_network_g: {path}:' in last
+def _case_corrupted_pretrain(root: Path) -> dict:
+    (root / 'corrupt.pth').write_bytes(b'PK\x03\x04 truncated zip')
+    return {'path': {'pretrain_network_g': str(root / 'corrupt.pth')}}
 
 
-def test_bad_corrupted_resume_state_loses_nothing(tmp_path):
-    """A truncated newest state under --auto_resume: clear error, and the experiment folder is left as it was."""
-    states = tmp_path / 'experiments' / 'tiny' / 'training_states'
-    models = tmp_path / 'experiments' / 'tiny' / 'models'
+def _case_corrupted_resume(root: Path) -> dict:
+    """A truncated newest state under --auto_resume, next to a checkpoint that must survive."""
+    states, models = root / 'experiments' / 'tiny' / 'training_states', root / 'experiments' / 'tiny' / 'models'
     states.mkdir(parents=True)
     models.mkdir()
     (models / 'net_g_2.pth').write_bytes(b'precious')
     torch.save({'iter': 2}, states / '2.state')
     data = (states / '2.state').read_bytes()
     (states / '2.state').write_bytes(data[:len(data) // 2])
-    last = _bad_run(tmp_path, {}, ('--auto_resume',), module='lipt_arch.train')
-    assert str(states / '2.state') in last and 'truncated or corrupt' in last
-    assert (models / 'net_g_2.pth').read_bytes() == b'precious'
-    assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['tiny']
+    return {}
+
+
+BAD_CASES = {  # name: (make the input, extra flags, how it is started)
+    'missing_dataset': (_case_missing_dataset, [], 'cli'),
+    'network_keyword': (_case_network_keyword, [], 'cli'),
+    'wrong_scale': (_case_wrong_scale, [], 'cli'),
+    'wrong_arch': (_case_wrong_arch, [], 'cli'),
+    'corrupted_pretrain': (_case_corrupted_pretrain, [], 'cli'),
+    'corrupted_resume': (_case_corrupted_resume, ['--auto_resume'], 'python -m lipt_arch.train'),
+}
+
+
+@pytest.fixture(scope='module')
+def bad_runs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """``{case: (its directory, last stderr line)}`` after checking exit status 1 and no traceback."""
+    procs = {}
+    for name, (make, flags, how) in BAD_CASES.items():
+        root = tmp_path_factory.mktemp(name)
+        option = write_options(merge(train_options(root, name='tiny'), make(root)), root / 'bad.yml')
+        args = ['-opt', str(option), *flags]
+        procs[name] = root, (start_basicsr(['train', *args], root) if how == 'cli' else
+                             start_basicsr(args, root, module='lipt_arch.train'))
+    results = {}
+    for name, (root, proc) in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 1, (name, stderr[-3000:])
+        assert 'Traceback' not in stderr, (name, stderr[-3000:])
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith('basicsr train: error: '), (name, last)
+        results[name] = root, last
+    return results
+
+
+def test_bad_missing_dataset_folder(bad_runs):
+    root, last = bad_runs['missing_dataset']
+    assert 'datasets.train.dataroot_gt' in last and 'datasets/nowhere/HR' in last
+    assert not (root / 'experiments').exists()  # checked before BasicSR makes folders
+
+
+def test_bad_network_keyword(bad_runs):
+    _, last = bad_runs['network_keyword']
+    assert 'network_g' in last and "'num_feats'" in last
+
+
+@pytest.mark.parametrize('case', ['wrong_scale', 'wrong_arch'])
+def test_bad_pretrain_of_wrong_scale_or_arch(bad_runs, case):
+    root, last = bad_runs[case]
+    assert f'path.pretrain_network_g: {root / "wrong.pth"}: weights do not fit network_g' in last
+
+
+def test_bad_corrupted_pretrain(bad_runs):
+    root, last = bad_runs['corrupted_pretrain']
+    assert f'path.pretrain_network_g: {root / "corrupt.pth"}:' in last
+
+
+def test_bad_corrupted_resume_state_loses_nothing(bad_runs):
+    root, last = bad_runs['corrupted_resume']
+    exp = root / 'experiments' / 'tiny'
+    assert str(exp / 'training_states' / '2.state') in last and 'truncated or corrupt' in last
+    assert (exp / 'models' / 'net_g_2.pth').read_bytes() == b'precious'
+    assert sorted(p.name for p in (root / 'experiments').iterdir()) == ['tiny']  # not archived or renamed
