@@ -154,3 +154,15 @@ def test_pretrain_that_does_not_fit_names_file(trained, root, change):
     with pytest.raises(CheckpointError, match=r'pretrain_network_g: .*net_g_2\.pth: weights do not fit') as err:
         build_model(bad)
     assert '\n' not in str(err.value)
+
+
+def test_deploy_checkpoint_into_training_form_gets_a_hint(trained, root):
+    model, opt, _ = trained
+    model.save(epoch=0, current_iter=2)
+    path = root / 'experiments' / opt['name'] / 'models' / 'net_g_deploy_2.pth'
+    with pytest.raises(CheckpointError, match='a fused checkpoint: set network_g deploy: True'):
+        build_model(merge(opt, {'path': {'pretrain_network_g': str(path)}}))
+    fused = build_model(merge(opt, {'network_g': {'deploy': True}, 'path': {'pretrain_network_g': str(path)}}))
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.net_g.eval()(x), lipt_arch.reparameterize(model.net_g_ema)(x))

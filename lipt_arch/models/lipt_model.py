@@ -125,6 +125,12 @@ class LIPTModel(SRModel):
         except CheckpointError as err:
             raise CheckpointError(f'{option}{err}') from None
         net = self.get_bare_model(net)
+        hint = ''
+        file_config = checkpoint.get('config') if isinstance(checkpoint, Mapping) else None
+        if isinstance(file_config, Mapping) and isinstance(getattr(net, 'config', None), dict):
+            fused = bool(file_config.get('deploy'))
+            if fused != bool(net.config.get('deploy')):
+                hint = f' (a {"fused" if fused else "training-form"} checkpoint: set network_g deploy: {fused})'
         if isinstance(checkpoint, Mapping) and param_key is not None:
             if param_key not in checkpoint and 'params' in checkpoint:
                 param_key = 'params'
@@ -138,7 +144,7 @@ class LIPTModel(SRModel):
         problem = state_dict_mismatch(net, state) if strict else ''
         if problem:
             raise CheckpointError(f'{option}{load_path}: weights do not fit network_g {dict(self.opt["network_g"])}: '
-                                  f'{problem}')
+                                  f'{problem}{hint}')
         net.load_state_dict(state, strict=strict)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
 
