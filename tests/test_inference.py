@@ -122,3 +122,28 @@ def test_bf16_on_cpu_runs_close_to_fp32():
     ref = upscale_array(net, img).astype(int)
     out = upscale_array(net.to(torch.bfloat16), img, dtype=torch.bfloat16).astype(int)
     assert np.abs(out - ref).max() <= 8
+
+
+@pytest.mark.slow
+def test_4k_output_stays_under_2_gib_rss(tmp_path):
+    """``lipt infer`` (default tiling) on a 960x540 image at x4 (3840x2160 out), peak RSS of the process < 2 GiB."""
+    import subprocess
+    import sys
+
+    from lipt_arch import save_model
+
+    ckpt = tmp_path / 'x4.pth'
+    save_model(randomize_(LIPT(upscale=4, num_feat=8, num_block=1, shared_depth=0)), ckpt)
+    src = tmp_path / 'in.png'
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 256, (540, 960, 3), dtype=np.uint8))
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child of *this* process: measure from a fresh parent.
+    script = ('import resource, subprocess, sys; '
+              'subprocess.run(sys.argv[1:], check=True); '
+              'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
+    cmd = [sys.executable, '-c', script, sys.executable, '-m', 'lipt_arch.cli.lipt_cli', 'infer', '-i', str(src),
+           '-o', str(tmp_path / 'out.png'), '--model', str(ckpt), '--device', 'cpu', '-q']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    peak_kib = int(proc.stdout.split()[-1])
+    assert cv2.imread(str(tmp_path / 'out.png')).shape == (2160, 3840, 3)
+    assert peak_kib < 2 * 1024 * 1024, f'peak RSS {peak_kib / 1024:.0f} MiB'

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
     p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda[:i] (default auto)')
-    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars and no model line')
     _model_options(p)
 
     p = sub.add_parser('convert', help='training checkpoint (ours or the authors\') -> fused checkpoint with config')
@@ -171,7 +171,7 @@ def _infer(args: argparse.Namespace) -> int:
     done = len(jobs) - len(failures)
     if len(jobs) == 1 and failures:
         raise CliError(failures[0])
-    if not args.quiet:
+    if done:
         _note(f'wrote {done} image(s) to {jobs[0][1].parent if len(jobs) > 1 else jobs[0][1]} '
               f'in {time.perf_counter() - start:.1f} s')
     if failures:
