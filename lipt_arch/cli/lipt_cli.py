@@ -138,6 +138,8 @@ def _infer(args: argparse.Namespace) -> int:
             raise CliError(f'{source}: no images in this folder (looked for {", ".join(IMAGE_EXTENSIONS)})')
         if len(images) < len(files):
             _note(f'skipping {len(files) - len(images)} file(s) in {source} without an image extension')
+        if Path(args.output).resolve() == source.resolve():
+            raise CliError(f'{args.output}: output folder is the input folder (images would be overwritten)')
         out_dir = _output_folder(Path(args.output))
         jobs = [(p, out_dir / p.name) for p in images]
     else:
