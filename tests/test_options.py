@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,10 @@ def test_option_file_builds(path, tmp_path):
         assert dataset['type'] and dataset.get('io_backend', {}).get('type', 'disk') in ('disk', 'lmdb')
 
 
-@pytest.mark.parametrize('path', [p for p in OPTIONS if p.name.startswith(('train_LIPT_', 'test_LIPT_'))],
-                         ids=lambda p: p.stem)
+SR_OPTIONS = [p for p in OPTIONS if re.fullmatch(r'(train|test)_LIPT_((tiny|small|base)_)?x[234]\.yml', p.name)]
+
+
+@pytest.mark.parametrize('path', SR_OPTIONS, ids=lambda p: p.stem)
 def test_sr_options_follow_the_protocol(path):
     """Spec section 4: Y-channel PSNR / SSIM with a border of `scale`; section 3: patches fit the scale."""
     opt = _load(path)
