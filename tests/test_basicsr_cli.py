@@ -84,11 +84,13 @@ def test_basicsr_test_evaluates_fused_checkpoint(trained_run, monkeypatch, caplo
            'network_g': {**train_options(root)['network_g'], 'deploy': deploy},
            'path': {'pretrain_network_g': f'experiments/tiny/models/net_g{"_deploy" * deploy}_latest.pth',
                     'param_key_g': 'params_ema', 'strict_load_g': True},
-           'val': merge(val, {'save_img': True, 'suffix': None})}
+           'val': merge(val, {'save_img': True, 'suffix': None, 'compare_bicubic': True})}
     with caplog.at_level(logging.INFO, logger='basicsr'):
         status = main(['test', '-opt', str(write_options(opt, root / 'tiny_test.yml'))])
     assert status == 0
-    assert len(list((root / 'results' / 'tiny_test' / 'visualization' / 'gen').glob('*.png'))) == 4
+    images = root / 'results' / 'tiny_test' / 'visualization' / 'gen'
+    assert len(list(images.glob('img?_tiny_test.png'))) == 4  # BasicSR's save_img
+    assert len(list(images.glob('img?_bicubic_LIPT_GT.png'))) == 4  # compare_bicubic: per dataset in basicsr test
     assert 'Validation gen' in caplog.text and '# psnr' in caplog.text
 
 

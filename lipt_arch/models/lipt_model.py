@@ -98,6 +98,7 @@ class LIPTModel(SRModel):
     _num_scored = 0
     _final = False  # set by save(current_iter=-1): the next validation is the last of the run
     _lq_paths: list[str] | None = None
+    _dataset_name = ''
 
     def __init__(self, opt: dict) -> None:
         try:
@@ -154,6 +155,7 @@ class LIPTModel(SRModel):
         self._val_net = reparameterize(self.validation_network())
         self._bicubic = {} if self.opt['val'].get('compare_bicubic') else None
         self._num_scored = 0
+        self._dataset_name = dataloader.dataset.opt['name']
         try:
             super().validation(dataloader, current_iter, tb_logger, save_img)
         finally:
@@ -181,11 +183,12 @@ class LIPTModel(SRModel):
         for name, metric_opt in (self.opt['val'].get('metrics') or {}).items():
             self._bicubic[name] = self._bicubic.get(name, 0.0) + float(calculate_metric(data, metric_opt))
         self._num_scored += 1
-        if self._final or not self.is_train:
-            name = os.path.splitext(os.path.basename(self._lq_paths[0]))[0] if self._lq_paths else 'image'
+        if self._final or not self.is_train:  # training: visualization/; basicsr test: visualization/<dataset>/
+            name = (os.path.splitext(os.path.basename(self._lq_paths[0]))[0] if self._lq_paths
+                    else f'image{self._num_scored:04d}')
+            folder = os.path.join(self.opt['path']['visualization'], '' if self.is_train else self._dataset_name)
             panels = [data['img'], tensor2img([self.output.detach().cpu()]), data['img2']]
-            imwrite(side_by_side(panels), os.path.join(self.opt['path']['visualization'],
-                                                       f'{name}_bicubic_LIPT_GT.png'))
+            imwrite(side_by_side(panels), os.path.join(folder, f'{name}_bicubic_LIPT_GT.png'))
 
     def _log_validation_metric_values(self, current_iter, dataset_name: str, tb_logger) -> None:
         super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
