@@ -34,6 +34,18 @@ def test_help(argv, capsys):
                                             '--local-rank'))
 
 
+def test_missing_option_file(tmp_path, capsys):
+    assert main(['train', '-opt', str(tmp_path / 'nope.yml')]) == 1
+    assert capsys.readouterr().err.strip() == f'basicsr train: error: -opt: option file not found: {tmp_path}/nope.yml'
+
+
+def test_invalid_yaml(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'bad.yml').write_text('name: [unclosed\n')
+    assert main(['test', '-opt', 'bad.yml']) == 1
+    assert capsys.readouterr().err.strip().startswith('basicsr test: error: bad.yml: not valid YAML')
+
+
 @pytest.fixture(scope='module')
 def trained_run(tmp_path_factory):
     """One 4-iteration CLI training in a fresh directory (checkpoints every 2, bicubic comparison on)."""

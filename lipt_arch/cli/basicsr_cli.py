@@ -99,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     rest = argv[argv.index(args.command) + 1:]
+    if not os.path.isfile(args.opt):
+        return _fail(args.command, f'-opt: option file not found: {args.opt}')
     try:
         run(args.command, rest)
     except (CheckpointError, OptionError) as err:
