@@ -67,15 +67,28 @@ def traced_token_index(height: int, width: int, window_size: int, shift: int = 0
     return index, inverse
 
 
+def traced_sparse_index(length: int, window_size: int, shift: int = 0, device: torch.device | str = 'cpu') -> Tensor:
+    """Same values as the arch's ``sparse_index`` (an earlier attention layout gathers with it directly)."""
+    return _axis_index(length, window_size, shift, True, torch.device(device))
+
+
+# Arch helper name -> traceable replacement; only the names the arch module defines are swapped.
+_TRACEABLE = {lipt_module: {'reflect_pad': mirror_pad},
+              attention_module: {'token_index': traced_token_index, 'sparse_index': traced_sparse_index}}
+
+
 @contextlib.contextmanager
 def traceable_shapes() -> Iterator[None]:
-    """Swap the arch's integer-sized helpers for :func:`mirror_pad` / :func:`traced_token_index` inside the block."""
-    saved = lipt_module.reflect_pad, attention_module.token_index
-    lipt_module.reflect_pad, attention_module.token_index = mirror_pad, traced_token_index
+    """Swap the arch's integer-sized helpers for the tensor-op versions above inside the block."""
+    saved = [(module, name, getattr(module, name)) for module, names in _TRACEABLE.items() for name in names
+             if hasattr(module, name)]
     try:
+        for module, name, _ in saved:
+            setattr(module, name, _TRACEABLE[module][name])
         yield
     finally:
-        lipt_module.reflect_pad, attention_module.token_index = saved
+        for module, name, original in saved:
+            setattr(module, name, original)
 
 
 class ExportableLIPT(nn.Module):

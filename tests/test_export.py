@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from lipt_arch import LIPT, save_model
+from lipt_arch.archs import nvsm_attention
 from lipt_arch.archs.lipt_arch import reflect_pad
-from lipt_arch.archs.nvsm_attention import token_index
 from lipt_arch.cli.lipt_cli import main
-from lipt_arch.export import ExportableLIPT, mirror_pad, traced_token_index
+from lipt_arch.export import ExportableLIPT, mirror_pad, traced_sparse_index, traced_token_index
 
 from .conftest import randomize_
 
@@ -28,10 +28,14 @@ def test_mirror_pad_equals_reflect_pad(size):
 
 @pytest.mark.parametrize('height, width, window, shift, sparse', [
     (8, 16, 8, 0, False), (24, 16, 8, 4, False), (16, 32, 8, 0, True), (24, 40, 8, 4, True), (32, 48, 16, 8, True)])
-def test_traced_token_index_equals_the_arch(height, width, window, shift, sparse):
-    index, inverse = traced_token_index(height, width, window, shift, sparse)
-    ref_index, ref_inverse = token_index(height, width, window, shift, sparse)
-    assert torch.equal(index, ref_index) and torch.equal(inverse, ref_inverse)
+def test_traced_indices_equal_the_arch(height, width, window, shift, sparse):
+    if hasattr(nvsm_attention, 'token_index'):
+        index, inverse = traced_token_index(height, width, window, shift, sparse)
+        ref_index, ref_inverse = nvsm_attention.token_index(height, width, window, shift, sparse)
+        assert torch.equal(index, ref_index) and torch.equal(inverse, ref_inverse)
+    if hasattr(nvsm_attention, 'sparse_index'):
+        expected = nvsm_attention.sparse_index(height, window, shift)
+        assert torch.equal(traced_sparse_index(height, window, shift), expected)
 
 
 def test_exportable_wrapper_equals_the_network():
