@@ -126,6 +126,7 @@ class LIPT(nn.Module):
             raise ValueError(f'LIPT expects a (B, {self.head.in_channels}, H, W) tensor, got {tuple(x.shape)}')
         height, width = x.shape[-2:]
         x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
+        x = x.contiguous(memory_format=torch.channels_last)  # faster convs; the attention works on (B, H*W, C)
         feat = self.head(x)
         res = feat
         for block in self.body:

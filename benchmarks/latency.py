@@ -1,0 +1,224 @@
+"""Latency of fused LIPT against the authors' network structure and peer SR networks, measured in one process.
+
+    python benchmarks/latency.py                      # CPU, 2 threads, x4, 184x320 -> 736x1280, median of 3
+    python benchmarks/latency.py --device cuda        # the same table on a GPU (fp32 and fp16)
+    python benchmarks/latency.py --train              # also the training step (tiny, small; batch 16, 48x48, x2)
+
+Writes the table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``). Peers (BasicSR's SwinIR,
+and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) run with random weights on the
+same input and threads. The authors' figures (issue 6) are quoted in docs/latency.md; the "authors' structure"
+rows restate their network here (benchmarks/reference_structure.py) so ratios come from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lipt_arch  # noqa: E402,F401
+from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
+from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
+
+# x4 Urban100 PSNR from the paper's table (LIPT_SPEC.md section 5), for the plot.
+PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}
+
+
+def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
+    """Peer networks with their papers' light configurations (random weights)."""
+    from basicsr.archs.swinir_arch import SwinIR
+
+    found: dict[str, Callable[[], nn.Module]] = {
+        'SwinIR-light': lambda: SwinIR(upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4,
+                                       embed_dim=60, num_heads=[6] * 4, mlp_ratio=2, upsampler='pixelshuffledirect'),
+    }
+    try:
+        from spandrel.architectures.OmniSR import OmniSR
+        from spandrel.architectures.SAFMN import SAFMN
+        from spandrel.architectures.SPAN import SPAN
+    except ImportError:
+        print('spandrel not installed (pip install spandrel): SAFMN, SPAN, OmniSR left out', file=sys.stderr)
+        return found
+    found['SAFMN'] = lambda: SAFMN(dim=36, n_blocks=8, ffn_scale=2.0, upscaling_factor=scale)
+    found['SPAN'] = lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=48, upscale=scale)
+    found['OmniSR'] = lambda: OmniSR(num_feat=64, block_num=1, res_num=5, window_size=8, up_scale=scale)
+    return found
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def count_macs(net: nn.Module, x: torch.Tensor) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net(x)
+    return counter.get_total_flops() / 2
+
+
+def inference_row(name: str, net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32',
+                  macs: bool = True) -> dict:
+    device = x.device
+    amp = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(dtype)
+    ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), ctx:
+            return net(x)
+
+    seconds = median_time(run, device, repeats)
+    params = sum(p.numel() for p in net.parameters())
+    row = dict(name=name, dtype=dtype, params=params, macs=count_macs(net, x) if macs else None, seconds=seconds)
+    print(f"{name:42s} {dtype:5s} {params / 1e6:6.3f} M  {seconds:8.3f} s", flush=True)
+    return row
+
+
+def lipt_rows(x: torch.Tensor, scale: int, repeats: int, low: str, compile_: bool) -> list[dict]:
+    rows = []
+    for preset in ('small', 'tiny'):
+        model = LIPT(**preset_config(preset, scale)).to(x.device).eval()
+        fused = reparameterize(model)
+        label = f'LIPT-{preset.capitalize()}'
+        rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats))
+        rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats, dtype=low, macs=False))
+        rows.append(inference_row(f"{label} converted (authors' structure)", ReferenceLIPT(model, True).eval(), x,
+                                  repeats, macs=False))
+        if preset == 'small':
+            rows.append(inference_row(f'{label} training form, eval (ours)', model, x, repeats, macs=False))
+            rows.append(inference_row(f"{label} training form, eval (authors' structure)",
+                                      ReferenceLIPT(model, False).eval(), x, repeats, macs=False))
+        if compile_:
+            compiled = torch.compile(fused, dynamic=False)
+            rows.append(inference_row(f'{label} fused + torch.compile (ours)', compiled, x, repeats, macs=False))
+    return rows
+
+
+def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: int = 48) -> list[dict]:
+    """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels; ours vs authors' form."""
+    rows = []
+    for preset in ('tiny', 'small'):
+        for label, build in (('ours', lambda m: m), ("authors' structure", lambda m: ReferenceLIPT(m, False))):
+            torch.manual_seed(0)
+            net = build(LIPT(**preset_config(preset, 2))).to(device).train()
+            opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+            lq = torch.rand(batch, 3, patch, patch, device=device)
+            gt = torch.rand(batch, 3, 2 * patch, 2 * patch, device=device)
+
+            def step(net: nn.Module = net, opt: torch.optim.Optimizer = opt, lq: torch.Tensor = lq,
+                     gt: torch.Tensor = gt) -> None:
+                opt.zero_grad(set_to_none=True)
+                nn.functional.l1_loss(net(lq), gt).backward()
+                opt.step()
+
+            seconds = median_time(step, device, repeats)
+            print(f'train step LIPT-{preset} ({label}): {seconds:.3f} s', flush=True)
+            rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds))
+    return rows
+
+
+def markdown(rows: list[dict], train: list[dict], args: argparse.Namespace, baseline: dict[str, float]) -> str:
+    h, w = args.height, args.width
+    lines = [f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
+             f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; median of {args.repeats} runs '
+             f'after a warm-up; random weights.', '', '| network | dtype | params (M) | MACs (G) | time (s) | '
+             "speed-up vs authors' converted (same size, fp32) |", '|---|---|---|---|---|---|']
+    for r in rows:
+        ref = baseline.get(r['name'].split(' ')[0])
+        speed = f"{ref / r['seconds']:.2f}x" if ref else ''
+        macs = f"{r['macs'] / 1e9:.1f}" if r.get('macs') else ''
+        lines.append(f"| {r['name']} | {r['dtype']} | {r['params'] / 1e6:.3f} | {macs} | {r['seconds']:.3f} | "
+                     f'{speed} |')
+    if train:
+        lines += ['', f'Training step (forward + L1 + backward + Adam), x2, batch 16, 48x48 LR patches, '
+                  f'{args.device_name}:', '', '| network | time (s) |', '|---|---|']
+        lines += [f"| {r['name']} | {r['seconds']:.3f} |" for r in train]
+    return '\n'.join(lines) + '\n'
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    points = {}
+    for r in rows:
+        if r['dtype'] != 'fp32':
+            continue
+        for net in PAPER_URBAN100_X4:
+            if r['name'] in (f'{net} fused (ours)', net):
+                points[net] = (r['seconds'], PAPER_URBAN100_X4[net])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for net, (sec, psnr) in points.items():
+        ax.scatter(sec, psnr, s=60, color='tab:red' if net.startswith('LIPT') else 'tab:blue')
+        ax.annotate(net, (sec, psnr), textcoords='offset points', xytext=(6, 4))
+    ax.set_xscale('log')
+    ax.set_xlabel('latency (s, log scale, measured here)')
+    ax.set_ylabel('Urban100 x4 PSNR (dB, from the paper)')
+    ax.set_title('LIPT: PSNR vs latency')
+    ax.grid(True, which='both', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--scale', type=int, default=4)
+    parser.add_argument('--height', type=int, default=184)
+    parser.add_argument('--width', type=int, default=320)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--no-peers', action='store_true')
+    parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
+    parser.add_argument('--train', action='store_true', help='also time the training step')
+    parser.add_argument('--markdown', type=Path, help='write the table here')
+    parser.add_argument('--plot', type=Path, help='write the PSNR-vs-latency PNG here')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda: no CUDA device available')
+    device = torch.device(args.device)
+    args.device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    x = torch.rand(1, 3, args.height, args.width, device=device)
+    low = 'fp16' if device.type == 'cuda' else 'bf16'
+    rows = lipt_rows(x, args.scale, args.repeats, low, args.compile)
+    if not args.no_peers:
+        for name, build in peers(args.scale).items():
+            rows.append(inference_row(name, build().to(device).eval(), x, args.repeats))
+    baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
+    baseline.update({r['name']: baseline['LIPT-Small'] for r in rows if not r['name'].startswith('LIPT')})
+    train = training_rows(device, args.repeats) if args.train else []
+    table = markdown(rows, train, args, baseline)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == '__main__':
+    main()
