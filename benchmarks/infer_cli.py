@@ -2,7 +2,8 @@
 
 For each case: random-weight fused preset checkpoint, N generated images of the input size, one
 ``/usr/bin/time -v lipt infer`` run. Images/s comes from the command's own timing line (model loading excluded), peak
-RSS from ``time -v`` (whole process: Python, torch, model, images). Prints one markdown table row per case.
+RSS from ``time -v`` (whole process: Python, torch, model, images). CPU s/image (both threads together) is the
+measure that a shared machine disturbs least. Prints one markdown table row per case.
 
     python benchmarks/infer_cli.py                      # 1280x720 output, tiny and small x4, then 4K tiled
     python benchmarks/infer_cli.py --cases small:4:960x540:512:1
@@ -50,9 +51,11 @@ def run_case(preset: str, scale: int, size: str, tile: int, count: int, threads:
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     seconds = _find(r'wrote \d+ image\(s\) .* in ([\d.]+) s', proc.stderr)
+    cpu_seconds = _find(r'wrote \d+ image\(s\) .* \(([\d.]+) CPU s\)', proc.stderr)
     rss_kib = _find(r'Maximum resident set size \(kbytes\): (\d+)', proc.stderr)
     return dict(preset=preset, scale=scale, out=f'{width * scale}x{height * scale}', tile=tile, count=count,
-                images_per_s=count / seconds, s_per_image=seconds / count, peak_rss_mib=rss_kib / 1024,
+                images_per_s=count / seconds, s_per_image=seconds / count,
+                cpu_s_per_image=cpu_seconds / count, peak_rss_mib=rss_kib / 1024,
                 load=f'{load_before:.1f} -> {os.getloadavg()[0]:.1f}')
 
 
@@ -69,14 +72,15 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     print(f'{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads')
-    print('| preset | output | tile | images | images/s | s/image | peak RSS (MiB) | load avg (1 min) |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| preset | output | tile | images | images/s | s/image | CPU s/image | peak RSS (MiB) | load avg (1 min) |')
+    print('|---|---|---|---|---|---|---|---|---|')
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             preset, scale, size, tile, count = case.split(':')
             r = run_case(preset, int(scale), size, int(tile), int(count), args.threads, Path(tmp))
             print(f"| {r['preset']} x{r['scale']} | {r['out']} | {r['tile']} | {r['count']} | "
-                  f"{r['images_per_s']:.3f} | {r['s_per_image']:.2f} | {r['peak_rss_mib']:.0f} | {r['load']} |",
+                  f"{r['images_per_s']:.3f} | {r['s_per_image']:.2f} | {r['cpu_s_per_image']:.2f} | "
+                  f"{r['peak_rss_mib']:.0f} | {r['load']} |",
                   flush=True)
 
 

@@ -162,7 +162,7 @@ def _infer(args: argparse.Namespace) -> int:
     model = loaded.model.to(device, dtype)
     if not args.quiet:
         _note(f'{_describe(loaded.config)} from {args.model} on {device} in {str(dtype).replace("torch.", "")}')
-    failures, start = [], time.perf_counter()
+    failures, start, cpu_start = [], time.perf_counter(), time.process_time()
     for src, dst in tqdm(jobs, desc='images', unit='img', disable=args.quiet or len(jobs) == 1):
         try:
             _infer_one(model, src, dst, args, device, dtype)
@@ -175,7 +175,7 @@ def _infer(args: argparse.Namespace) -> int:
         raise CliError(failures[0])
     if done:
         _note(f'wrote {done} image(s) to {jobs[0][1].parent if len(jobs) > 1 else jobs[0][1]} '
-              f'in {time.perf_counter() - start:.1f} s')
+              f'in {time.perf_counter() - start:.1f} s ({time.process_time() - cpu_start:.1f} CPU s)')
     if failures:
         _error(f'{len(failures)} of {len(jobs)} images failed:')
         for line in failures:
