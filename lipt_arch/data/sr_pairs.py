@@ -1,0 +1,166 @@
+"""HR/LR pairs for super-resolution, made the standard way, shared by the demo dataset and the benchmarks.
+
+Protocol (spec section 4): HR is modcropped to a multiple of the scale; LR is BasicSR's MATLAB-style bicubic
+downsampling of HR, rounded to 8 bits like the LR PNGs of the usual test sets. Images are float32 RGB in [0, 1],
+HWC numpy arrays; :class:`PairedMemoryDataset` serves them to BasicSR as CHW tensors.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from basicsr.data.transforms import augment, mod_crop, paired_random_crop
+from basicsr.metrics import calculate_psnr
+from basicsr.utils.matlab_functions import imresize
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+
+
+@dataclass
+class SRPair:
+    """One image pair: ``hr`` (H, W, 3) and ``lr`` (H/s, W/s, 3), float32 RGB in [0, 1]."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+
+
+def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/bool -> (H, W, 3) uint8 (gray repeated, alpha dropped)."""
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8:
+        raise ValueError(f'expected an 8-bit image, got dtype {img.dtype}')
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ValueError(f'expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {img.shape}')
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic ``1/scale`` downsampling of (H, W, C) float [0, 1]; output rounded to 8-bit levels."""
+    lr = imresize(hr, 1 / scale)
+    return (np.clip(np.round(lr * 255.0), 0, 255) / 255.0).astype(np.float32)
+
+
+def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic ``scale`` upsampling of (h, w, C) float [0, 1] -> (h*s, w*s, C), clipped to [0, 1]."""
+    return np.clip(imresize(lr, scale), 0, 1).astype(np.float32)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """(H, W, C) float [0, 1] -> uint8 [0, 255], rounded like a saved image."""
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int) -> float:
+    """Y-channel PSNR (dB) of (H, W, 3) RGB float [0, 1] images after 8-bit rounding, border ``scale`` cropped.
+
+    BasicSR's ``calculate_psnr(test_y_channel=True)``; its ``to_y_channel`` expects BGR, hence the channel flip.
+    """
+    return float(calculate_psnr(to_uint8(sr)[..., ::-1], to_uint8(hr)[..., ::-1], crop_border=scale,
+                                test_y_channel=True))
+
+
+def make_pair(name: str, img: np.ndarray, scale: int, center_crop: int | None = None) -> SRPair:
+    """Pair from an 8-bit image (any of :func:`to_rgb_uint8`'s layouts): optional centre crop, modcrop, bicubic LR.
+
+    ``center_crop`` (HR pixels) keeps at most a ``center_crop`` x ``center_crop`` centre region, e.g. for fast
+    CPU validation.
+    """
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f'scale must be a positive integer, got {scale!r}')
+    rgb = to_rgb_uint8(img)
+    if center_crop is not None:
+        h, w = rgb.shape[:2]
+        top, left = max(0, (h - center_crop) // 2), max(0, (w - center_crop) // 2)
+        rgb = rgb[top:top + center_crop, left:left + center_crop]
+    hr = mod_crop(rgb, scale).astype(np.float32) / 255.0
+    if min(hr.shape[:2]) < scale:
+        raise ValueError(f'image {name!r} is smaller than the scale {scale}')
+    return SRPair(name, hr, bicubic_downsample(hr, scale))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; a clear error when the folder is missing or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f'image folder not found: {folder}')
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+    return files
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit image file as (H, W, 3) RGB uint8 (grayscale repeated to 3 channels)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f'cannot read image: {path}')
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_rgb_uint8(img)
+
+
+def load_folder_pairs(folder: str | os.PathLike, scale: int, center_crop: int | None = None) -> list[SRPair]:
+    """Every image of an HR folder as an :class:`SRPair` (modcropped HR, bicubic LR)."""
+    return [make_pair(path.stem, read_image(path), scale, center_crop) for path in list_images(folder)]
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+class PairedMemoryDataset(Dataset):
+    """In-memory SR pairs served in BasicSR's format: ``{'lq', 'gt', 'lq_path', 'gt_path'}``.
+
+    ``lq`` (3, h, w) and ``gt`` (3, h*s, w*s) are float32 RGB tensors in [0, 1]. With ``gt_size`` set (training),
+    each item is a random ``gt_size`` crop with random flips / 90-degree rotations (BasicSR's
+    ``paired_random_crop`` and ``augment``); without it (validation), the whole pair.
+    """
+
+    def __init__(self, pairs: Sequence[SRPair], scale: int, gt_size: int | None = None, use_hflip: bool = True,
+                 use_rot: bool = True) -> None:
+        if not pairs:
+            raise ValueError('no image pairs')
+        if gt_size is not None:
+            if not isinstance(gt_size, int) or gt_size < scale or gt_size % scale:
+                raise ValueError(f'gt_size must be a positive multiple of scale {scale}, got {gt_size!r}')
+            small = [p.name for p in pairs if min(p.hr.shape[:2]) < gt_size]
+            if small:
+                raise ValueError(f'gt_size {gt_size} is larger than image(s) {", ".join(small)}')
+        self.pairs = list(pairs)
+        self.scale = scale
+        self.gt_size = gt_size
+        self.use_hflip = use_hflip
+        self.use_rot = use_rot
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        gt, lq = pair.hr, pair.lr
+        if self.gt_size is not None:
+            gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, pair.name)
+            # copies: augment flips in place, which must not touch the cached images
+            gt, lq = np.ascontiguousarray(gt), np.ascontiguousarray(lq)
+            gt, lq = augment([gt, lq], self.use_hflip, self.use_rot)
+        return {'lq': _to_tensor(lq), 'gt': _to_tensor(gt), 'lq_path': pair.name, 'gt_path': pair.name}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (crops and augmentation use Python's and NumPy's generators)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
