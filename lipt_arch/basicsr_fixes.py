@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from lipt_arch.checkpoint import atomic_save, read_checkpoint
+from lipt_arch.checkpoint import CheckpointError, atomic_save, read_checkpoint
 
 _ORIGINALS: dict[str, Any] = {}
 
@@ -59,6 +59,8 @@ def load_resume_state(opt: dict) -> dict | None:
         return None
     with _allow_counter():
         state = read_checkpoint(path)
+    if not isinstance(state, dict) or not {'iter', 'epoch', 'optimizers', 'schedulers'} <= set(state):
+        raise CheckpointError(f'{path}: not a BasicSR training state (expected iter, epoch, optimizers, schedulers)')
     check_resume(opt, state['iter'])
     return state
 

@@ -70,9 +70,12 @@ def test_resume_on_cpu_weights_only(tmp_path, monkeypatch):
 def test_resume_state_refuses_code_and_names_corrupt_file(tmp_path):
     opt = _opt(tmp_path)
     evil = os.path.join(opt['path']['training_states'], '5.state')
-    torch.save({'iter': 5, 'optimizers': [], 'schedulers': [], 'x': _Unsafe()}, evil)
+    torch.save({'iter': 5, 'epoch': 0, 'optimizers': [], 'schedulers': [], 'x': _Unsafe()}, evil)
     opt['path']['resume_state'] = evil
     with pytest.raises(CheckpointError, match='refused to load'):
+        basicsr.train.load_resume_state(opt)
+    torch.save({'params': {'w': torch.ones(1)}}, evil)  # a network checkpoint, not a training state
+    with pytest.raises(CheckpointError, match=r'5\.state: not a BasicSR training state'):
         basicsr.train.load_resume_state(opt)
     torch.save(_resume_state(), evil)
     with open(evil, 'r+b') as f:  # truncated, as an interrupted copy leaves it
