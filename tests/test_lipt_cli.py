@@ -164,6 +164,9 @@ def test_authors_checkpoint(tmp_path, capsys):
     assert read(tmp_path / 'o.png').shape == (24, 34, 3)
     assert run('infer', '-i', src, '-o', tmp_path / 'p.png', '--model', state, '--scale', 4, '-q') == 1
     one_error_line(capsys, 'scale mismatch')
+    assert run('convert', state, tmp_path / 'ref.safetensors') == 0
+    assert run('infer', '-i', src, '-o', tmp_path / 'c.png', '--model', tmp_path / 'ref.safetensors', '-q') == 0
+    assert np.abs(read(tmp_path / 'c.png').astype(int) - read(tmp_path / 'o.png')).max() <= 1
 
 
 # ------------------------------------------------------------------------------------------------- bad input
@@ -195,6 +198,12 @@ def test_output_file_where_a_folder_is_needed(ckpts, tmp_path, capsys):
     (tmp_path / 'taken').write_text('a file')
     assert run('infer', '-i', tmp_path / 'in', '-o', tmp_path / 'taken', '--model', ckpts['fused']) == 1
     one_error_line(capsys, 'taken', 'folder')
+
+
+def test_output_folder_that_is_the_input_folder(ckpts, tmp_path, capsys):
+    images(tmp_path / 'in')
+    assert run('infer', '-i', tmp_path / 'in', '-o', tmp_path / 'in', '--model', ckpts['fused']) == 1
+    one_error_line(capsys, 'input folder')
 
 
 @pytest.mark.parametrize('which', ['input', 'output'])
