@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-DEFAULT_CASES = ['tiny:4:320x180:512:5', 'small:4:320x180:512:3', 'tiny:4:960x540:512:1', 'small:4:960x540:512:1',
-                 'small:4:960x540:256:1']
+DEFAULT_CASES = ['tiny:4:320x180:384:5', 'small:4:320x180:384:3', 'tiny:4:960x540:384:1', 'small:4:960x540:384:1',
+                 'small:4:960x540:512:1', 'small:4:960x540:256:1', 'tiny:4:960x540:0:1']
 
 
 def run_case(preset: str, scale: int, size: str, tile: int, count: int, threads: int, work: Path) -> dict:

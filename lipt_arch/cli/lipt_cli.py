@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-o', '--output', required=True, help='output image file, or folder (same file names)')
     p.add_argument('--model', required=True, help='checkpoint: fused (.pth / .safetensors), BasicSR training, or '
                                                   "the authors' code")
-    p.add_argument('--tile', type=int, default=512, help='tile side in input pixels; 0 = whole image (default 512)')
+    p.add_argument('--tile', type=int, default=384, help='tile side in input pixels; 0 = whole image (default 384)')
     p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
     p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda[:i] (default auto)')
@@ -107,7 +107,7 @@ def _warn_line(message: Warning | str, *_args: object, **_kwargs: object) -> Non
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
-    from lipt_arch.loading import KINDS, load_any  # imported here, so that --help stays fast
+    from lipt_arch.loading import KINDS, load_any
 
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
