@@ -60,7 +60,8 @@ def token_index(height: int, width: int, window_size: int, shift: int = 0, spars
     (not resampled) window layout back to the un-rolled pixel grid; the reference leaves the sparse half's output in
     the resampled layout, so both halves go back through the plain inverse. Cached per size and device.
     """
-    return _token_index(height, width, window_size, shift, sparse, torch.device(device))
+    compute = _token_index.__wrapped__ if torch.compiler.is_compiling() else _token_index  # dynamo traces it
+    return compute(height, width, window_size, shift, sparse, torch.device(device))
 
 
 class NVSMAttention(nn.Module):
