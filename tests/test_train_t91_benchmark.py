@@ -1,0 +1,38 @@
+"""benchmarks/train_t91.py: the pieces that do not need minutes of training."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from benchmarks import train_t91
+
+from .conftest import shared_path
+
+
+def test_missing_data_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('LIPT_SHARED', str(tmp_path))
+    assert train_t91.main(['--minutes', '0']) == 1
+    err = capsys.readouterr().err
+    assert 'dataset folder(s) not found' in err and 'T91' in err and 'LIPT_SHARED' in err
+
+
+def test_schedule_warms_up_then_decays_in_time():
+    lr = [train_t91.lr_at(s, e, 100.0, 1e-3, 10, 0.1) for s, e in [(0, 0), (9, 1), (50, 50), (99, 100)]]
+    assert lr[0] == pytest.approx(1e-4) and lr[1] == pytest.approx(1e-3, rel=1e-3)
+    assert lr[2] == pytest.approx(0.55e-3) and lr[3] == pytest.approx(1e-4)
+
+
+def test_markdown_table_has_a_row_per_evaluation():
+    curve = train_t91.Curve({'Set5': 33.68}, [(0.0, 0, 1.0, {'Set5': 10.0}), (2.5, 100, 1.5, {'Set5': 34.0})])
+    args = argparse.Namespace(preset='tiny', scale=2, init='zero', gt_size=32, batch=8, lr=2e-3, warmup=20,
+                              min_lr_ratio=0.1, seed=0, clock='cpu')
+    text = train_t91.markdown(curve, args, 'python benchmarks/train_t91.py', 91, 360_000, 60.0)
+    assert '| 2.5 | 100 | 1.5 | 34.00 | 33.68 |' in text and 'process CPU time' in text
+
+
+def test_fused_psnr_of_an_untrained_net_is_finite_and_bicubic_matches_set5():
+    pairs = train_t91.load_folder_pairs(shared_path('datasets', 'Set5', 'HR'), 2, center_crop=48)[:2]
+    net = train_t91.LIPT(upscale=2, num_feat=8, num_block=1)
+    assert 0 < train_t91.fused_psnr(net, pairs, 2) < 100
+    assert 20 < train_t91.bicubic_psnr(pairs, 2) < 50
