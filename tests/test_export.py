@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lipt_arch import LIPT, save_model
+from lipt_arch.archs import lipt_arch as lipt_module
 from lipt_arch.archs import nvsm_attention
 from lipt_arch.archs.lipt_arch import reflect_pad
 from lipt_arch.cli.lipt_cli import main
@@ -45,6 +46,7 @@ def test_exportable_wrapper_equals_the_network():
         x = torch.rand(2, 3, *size)
         with torch.no_grad():
             torch.testing.assert_close(wrapper(x), net(x), rtol=0, atol=2e-6)
+    assert lipt_module.reflect_pad is reflect_pad  # the arch's own helpers are back after each call
 
 
 @pytest.fixture(scope='module')

@@ -100,11 +100,11 @@ def test_every_checkpoint_kind_gives_the_same_image(ckpts, tmp_path):
 
 
 def test_single_image_into_a_folder_and_tiled(ckpts, tmp_path):
-    src = write(tmp_path / 'big.png', np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8))
+    src = write(tmp_path / 'große Ansicht.png', np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8))
     assert run('infer', '-i', src, '-o', tmp_path / 'whole', '--model', ckpts['fused'], '--tile', 0, '-q') == 0
-    assert run('infer', '-i', src, '-o', tmp_path / 'tiled.png', '--model', ckpts['fused'], '--tile', 24,
+    assert run('infer', '-i', src, '-o', tmp_path / 'kachel.png', '--model', ckpts['fused'], '--tile', 24,
                '--tile-pad', 8) == 0
-    whole, tiled = read(tmp_path / 'whole' / 'big.png'), read(tmp_path / 'tiled.png')
+    whole, tiled = read(tmp_path / 'whole' / src.name), read(tmp_path / 'kachel.png')
     assert whole.shape == tiled.shape == (80, 104, 3)
 
 
