@@ -121,12 +121,15 @@ class LIPT(nn.Module):
         self.tail = nn.Conv2d(num_feat, num_out_ch * upscale ** 2, 3, 1, 1)
         self.upsample = nn.PixelShuffle(upscale) if upscale > 1 else nn.Identity()
 
+    channels_last = True  # run the convs on channels-last tensors (faster; the attention works on (B, H*W, C))
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.head.in_channels:
             raise ValueError(f'LIPT expects a (B, {self.head.in_channels}, H, W) tensor, got {tuple(x.shape)}')
         height, width = x.shape[-2:]
         x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
-        x = x.contiguous(memory_format=torch.channels_last)  # faster convs; the attention works on (B, H*W, C)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feat = self.head(x)
         res = feat
         for block in self.body:
