@@ -83,3 +83,10 @@ def test_graph_is_dynamic_and_has_no_boolean_indexing(exported):
     assert all(d.dim_param for i, d in enumerate(dims) if i != 1)  # batch, height, width symbolic
     ops = {node.op_type for node in graph.node}
     assert not ops & {'NonZero', 'Compress'}
+
+
+def test_check_onnx_reports_the_parity(exported):
+    from lipt_arch.export import check_onnx
+
+    model, path = exported
+    assert check_onnx(model, path) <= 1e-4
