@@ -7,7 +7,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from lipt_arch import LIPT, PRESETS, preset_config
 from lipt_arch.archs.lipt_arch import reflect_pad
-from lipt_arch.archs.nvsm_attention import sparse_index, sparse_offsets
+from lipt_arch.archs.nvsm_attention import sparse_index, sparse_offsets, token_index
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -102,3 +102,38 @@ def test_unknown_preset_and_wrong_input():
         preset_config('huge', 2)
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         LIPT(num_feat=8, num_block=1)(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize('size', [1, 2, 3, 7, 8, 9, 15, 16, 17, 30])
+def test_reflect_pad_is_periodic_mirroring(size):
+    x = torch.rand(1, 2, size, size + 3)
+    for multiple in (8, 16):
+        padded = reflect_pad(x, multiple)
+        assert padded.shape[-2] % multiple == 0 and padded.shape[-1] % multiple == 0
+        pad_h, pad_w = padded.shape[-2] - size, padded.shape[-1] - size - 3
+        if pad_h < size and pad_w < size + 3:
+            assert torch.equal(padded, torch.nn.functional.pad(x, [0, pad_w, 0, pad_h], mode='reflect'))
+
+
+def _tokens_the_reference_way(height, width, window, shift, sparse):
+    """Pixel ids in token order: roll, wrap-pad + 2w x 2w windows + boolean mask (sparse), window partition."""
+    img = torch.arange(height * width, dtype=torch.float64).view(1, 1, height, width)
+    img = torch.roll(img, shifts=(-shift, -shift), dims=(2, 3))
+    if sparse:
+        keep = torch.zeros(2 * window, dtype=torch.bool)
+        keep[sparse_offsets(window)] = True
+        img = torch.cat([img, img[:, :, :window]], dim=2)
+        img = torch.cat([img, img[:, :, :, :window]], dim=3)
+        regions = img.unfold(2, 2 * window, window).unfold(3, 2 * window, window)
+        return regions[..., keep[:, None] & keep[None, :]].reshape(-1).long()
+    tiles = img.view(height // window, window, width // window, window).permute(0, 2, 1, 3)
+    return tiles.reshape(-1).long()
+
+
+@pytest.mark.parametrize('height, width, window, shift, sparse', [
+    (8, 16, 8, 0, False), (24, 16, 8, 4, False), (16, 32, 8, 0, True), (24, 40, 8, 4, True), (32, 48, 16, 8, True)])
+def test_token_index_matches_roll_mask_and_partition(height, width, window, shift, sparse):
+    index, inverse = token_index(height, width, window, shift, sparse)
+    assert torch.equal(index, _tokens_the_reference_way(height, width, window, shift, sparse))
+    plain, plain_inverse = token_index(height, width, window, shift, sparse=False)
+    assert torch.equal(plain[plain_inverse], torch.arange(height * width))

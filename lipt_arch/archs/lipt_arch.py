@@ -9,33 +9,40 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .hrm import HRM
-from .nvsm_attention import Attention, NVSMAttention
+from .nvsm_attention import Attention, NVSMAttention, size_tensor
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 WINDOW_SIZES = (8, 16)
 SCALES = (1, 2, 3, 4)
 
 
-def reflect_pad(x: Tensor, multiple: int) -> Tensor:
-    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple`` by mirroring (edge not repeated).
+def mirror_index(length: int, padded: int, device: torch.device | str = 'cpu') -> Tensor:
+    """Index (padded,) that extends an axis of ``length`` by mirroring: 0, 1, .., L-1, L-2, .., 1, 0, 1, ..
 
-    Matches the reference's ``F.pad(mode='reflect')`` whenever the pad is smaller than the side. A smaller image is
-    mirrored repeatedly (the padded map mirrored again); a side of one pixel is repeated instead.
+    The edge is not repeated (PyTorch's ``reflect``), the mirror repeats when the pad is longer than the axis
+    (period 2L - 2), and an axis of one pixel is repeated.
     """
-    for dim in (-2, -1):
-        pad = -x.shape[dim] % multiple
-        while pad > 0:
-            size = x.shape[dim]
-            step = min(pad, size - 1) if size > 1 else 1
-            padding = [0, 0, 0, step] if dim == -2 else [0, step, 0, 0]
-            x = F.pad(x, padding, mode='reflect' if size > 1 else 'replicate')
-            pad -= step
-    return x
+    pos = torch.arange(padded, device=device)
+    size = size_tensor(length, pos.device)
+    period = (size * 2 - 2).clamp_min(1)
+    pos = pos % period
+    return torch.where(pos < size, pos, period - pos)
+
+
+def reflect_pad(x: Tensor, multiple: int) -> Tensor:
+    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple`` by mirroring (:func:`mirror_index`).
+
+    Equals the reference's ``F.pad(mode='reflect')`` whenever the pad is smaller than the side; smaller images
+    (which the reference cannot take) are mirrored repeatedly. Tensor ops only, so H and W stay symbolic in export.
+    """
+    height, width = x.shape[-2:]
+    rows = mirror_index(height, (height + multiple - 1) // multiple * multiple, x.device)
+    cols = mirror_index(width, (width + multiple - 1) // multiple * multiple, x.device)
+    return x.index_select(2, rows).index_select(3, cols)
 
 
 class LIPTLayer(nn.Module):

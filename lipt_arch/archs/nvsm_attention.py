@@ -28,27 +28,39 @@ def sparse_offsets(window_size: int) -> list[int]:
     return [2 * k for k in range(half)] + [window_size + 2 * k + 1 for k in range(half)]
 
 
-def sparse_index(length: int, window_size: int, shift: int = 0) -> Tensor:
+def size_tensor(n: int, device: torch.device) -> Tensor:
+    """A (possibly symbolic, while exporting) size as a 0-d int64 tensor, so index arithmetic stays in the graph."""
+    return torch.full((), n, dtype=torch.int64, device=device)
+
+
+def sparse_index(length: int, window_size: int, shift: int = 0, device: torch.device | str = 'cpu') -> Tensor:
     """Index (length,) of the sparse-mask resampling along one axis of a map rolled by ``-shift``.
 
     Output position ``a*w + r`` reads input position ``a*w + offsets[r] + shift`` modulo ``length``: the modulo is
     the reference's wrap-around padding, the ``+ shift`` its cyclic roll. ``length`` must be a multiple of w.
     """
-    offsets = torch.tensor(sparse_offsets(window_size))
-    starts = torch.arange(0, length, window_size).repeat_interleave(window_size)
-    return (starts + offsets.repeat(length // window_size) + shift) % length
+    pos = torch.arange(length, device=device)
+    offsets = torch.tensor(sparse_offsets(window_size), device=pos.device)
+    within = pos % window_size
+    return (pos - within + offsets[within] + shift) % size_tensor(length, pos.device)
 
 
-@lru_cache(maxsize=256)
-def _token_index(height: int, width: int, window_size: int, shift: int, sparse: bool,
-                 device: torch.device) -> tuple[Tensor, Tensor]:
+def _axis_index(length: int, window_size: int, shift: int, sparse: bool, device: torch.device) -> Tensor:
     if sparse:
-        rows, cols = sparse_index(height, window_size, shift), sparse_index(width, window_size, shift)
-    else:
-        rows, cols = (torch.arange(height) + shift) % height, (torch.arange(width) + shift) % width
-    rows, cols = rows.view(-1, window_size), cols.view(-1, window_size)
-    index = (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(-1)
-    return index.to(device), torch.argsort(index).to(device)
+        return sparse_index(length, window_size, shift, device)
+    return (torch.arange(length, device=device) + shift) % size_tensor(length, device)
+
+
+def _compute_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool,
+                         device: torch.device) -> tuple[Tensor, Tensor]:
+    rows = _axis_index(height, window_size, shift, sparse, device).view(-1, window_size)
+    cols = _axis_index(width, window_size, shift, sparse, device).view(-1, window_size)
+    index = (rows[:, None, :, None] * size_tensor(width, device) + cols[None, :, None, :]).reshape(-1)
+    inverse = torch.zeros_like(index).scatter(0, index, torch.arange(index.numel(), device=device))
+    return index, inverse
+
+
+_cached_token_index = lru_cache(maxsize=256)(_compute_token_index)
 
 
 def token_index(height: int, width: int, window_size: int, shift: int = 0, sparse: bool = False,
@@ -58,9 +70,11 @@ def token_index(height: int, width: int, window_size: int, shift: int = 0, spars
     Token ``((a * W/w + b) * w + r) * w + t`` is row ``r``, column ``t`` of window ``(a, b)`` of the map rolled by
     ``(-shift, -shift)`` and, when ``sparse``, resampled by the sparse mask. The inverse takes tokens of a plain
     (not resampled) window layout back to the un-rolled pixel grid; the reference leaves the sparse half's output in
-    the resampled layout, so both halves go back through the plain inverse. Cached per size and device.
+    the resampled layout, so both halves go back through the plain inverse. Cached per size and device in eager
+    mode; built from tensor ops, so sizes stay symbolic under ``torch.compile`` and ONNX export.
     """
-    compute = _token_index.__wrapped__ if torch.compiler.is_compiling() else _token_index  # dynamo traces it
+    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    compute = _compute_token_index if tracing else _cached_token_index
     return compute(height, width, window_size, shift, sparse, torch.device(device))
 
 
