@@ -18,7 +18,12 @@
    ``torch.distributed.launch`` passes ``--local-rank``. Ours rewrites that flag before basicsr parses ``sys.argv``.
 5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
    interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
-   (:func:`lipt_arch.checkpoint.atomic_save`) and let a failure stop the run.
+   (:func:`lipt_arch.checkpoint.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
+   killed save is never taken for a checkpoint (``--auto_resume`` only reads ``<iter>.state``).
+6. ``train_pipeline`` resumes at the start of the saved epoch with freshly seeded random generators, so a resumed
+   run trains on other batches than an uninterrupted one. Ours resume at the saved batch with the saved generator
+   states (:mod:`lipt_arch.resume`): on CPU with ``num_worker_per_gpu: 0`` the weights are bitwise those of an
+   uninterrupted run.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from lipt_arch import resume
 from lipt_arch.checkpoint import CheckpointError, atomic_save, read_checkpoint
 
 _ORIGINALS: dict[str, Any] = {}
@@ -56,12 +62,14 @@ def load_resume_state(opt: dict) -> dict | None:
     elif opt['path'].get('resume_state'):
         path = opt['path']['resume_state']
     if path is None:
+        resume.expect_resume(opt, {})
         return None
     with _allow_counter():
         state = read_checkpoint(path)
     if not isinstance(state, dict) or not {'iter', 'epoch', 'optimizers', 'schedulers'} <= set(state):
         raise CheckpointError(f'{path}: not a BasicSR training state (expected iter, epoch, optimizers, schedulers)')
     check_resume(opt, state['iter'])
+    resume.expect_resume(opt, state)
     return state
 
 
@@ -129,7 +137,16 @@ def save_training_state(self, epoch: int, current_iter: int) -> None:
         return
     state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
              'schedulers': [s.state_dict() for s in self.schedulers]}
+    point = resume.resume_point(epoch)
+    if point is not None:
+        state['resume_point'] = point
     atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+    """``BaseModel.update_learning_rate`` (called once per training iteration), also counting the batch."""
+    resume.count_batch()
+    _ORIGINALS['update_learning_rate'](self, current_iter, warmup_iter)
 
 
 def apply() -> None:
@@ -141,10 +158,12 @@ def apply() -> None:
     train, test, dist_util, options = (importlib.import_module(f'basicsr.{name}')
                                        for name in ('train', 'test', 'utils.dist_util', 'utils.options'))
     _ORIGINALS.update(init_dist=dist_util.init_dist, model_to_device=BaseModel.model_to_device,
-                      parse_options=options.parse_options)
+                      parse_options=options.parse_options, update_learning_rate=BaseModel.update_learning_rate)
     train.load_resume_state = load_resume_state
+    train.EnlargedSampler = resume.ResumableSampler
     dist_util.init_dist = options.init_dist = init_dist
     train.parse_options = test.parse_options = parse_options
     BaseModel.model_to_device = model_to_device
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
+    BaseModel.update_learning_rate = update_learning_rate

@@ -18,7 +18,8 @@ import yaml
 
 import lipt_arch  # noqa: F401  (registers LIPT, applies lipt_arch.basicsr_fixes)
 from lipt_arch.checkpoint import CheckpointError
-from lipt_arch.models.lipt_model import OptionError
+from lipt_arch.models.lipt_model import NonFiniteLossError, OptionError
+from lipt_arch.options_check import check_lipt_options
 
 COMMANDS = {
     'train': ('train a network with BasicSR (basicsr.train.train_pipeline)',
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(opt: dict) -> None:
-    """Raise :class:`OptionError` naming the first dataset path or checkpoint option whose file is missing."""
+    """Raise :class:`OptionError` naming the first bad option value (:func:`check_lipt_options`), dataset path or
+    checkpoint option whose file is missing."""
+    check_lipt_options(opt)
     for phase, dataset in (opt.get('datasets') or {}).items():
         for key in CHECKED_DATA_KEYS:
             path = dataset.get(key)
@@ -105,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args.command, rest)
     except (CheckpointError, OptionError) as err:
         return _fail(args.command, str(err))
+    except NonFiniteLossError as err:
+        return _fail(args.command, f'{err}; fix the data or lower the learning rate, then resume with --auto_resume')
     except FileNotFoundError as err:
         return _fail(args.command, f'not found: {err.filename or err}')
     except yaml.YAMLError as err:

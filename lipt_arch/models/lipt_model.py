@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lipt_arch.archs import reparameterize
 from lipt_arch.checkpoint import CheckpointError, read_checkpoint, save_model
+from lipt_arch.resume import preserved_rng
 
 BN_STATS = ('running_mean', 'running_var')
 SEPARATOR_PX = 4  # white gap between the panels of a side-by-side PNG
@@ -31,6 +32,10 @@ SEPARATOR_PX = 4  # white gap between the panels of a side-by-side PNG
 
 class OptionError(ValueError):
     """An option in the YAML names something that does not exist or does not fit."""
+
+
+class NonFiniteLossError(ArithmeticError):
+    """A training loss or gradient is NaN or infinite; raised before the optimizer step changes the weights."""
 
 
 @torch.no_grad()
@@ -91,6 +96,9 @@ class LIPTModel(SRModel):
     - EMA also averages BatchNorm running statistics (:func:`ema_buffers_`).
     - :meth:`save` also writes ``models/net_g_deploy_<iter>.pth`` and ``net_g_deploy_latest.pth``
       (``{'params': fused state dict, 'config': constructor keywords}``, read by :func:`lipt_arch.load_model`).
+    - A NaN / infinite loss or gradient stops training with :class:`NonFiniteLossError` before the optimizer step,
+      so no NaN weights are ever saved; saving and validation leave the training's random generators untouched
+      (an exact resume, :mod:`lipt_arch.resume`).
     """
 
     _val_net: nn.Module | None = None  # fused copy, alive during one validation
@@ -149,9 +157,46 @@ class LIPTModel(SRModel):
         net.load_state_dict(state, strict=strict)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
 
+    # training ------------------------------------------------------------------------------------------------
+    def optimize_parameters(self, current_iter: int) -> None:
+        """SRModel's step (pixel + perceptual loss, Adam step, EMA), refusing a non-finite loss or gradient."""
+        self.optimizer_g.zero_grad()
+        self.output = self.net_g(self.lq)
+        losses: dict[str, torch.Tensor] = {}
+        if self.cri_pix:
+            losses['l_pix'] = self.cri_pix(self.output, self.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            losses.update({k: v for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None})
+        l_total = sum(losses.values())
+        self._check_finite(current_iter, 'loss', l_total.detach(), losses)
+        l_total.backward()
+        grads = [p.grad for p in self.net_g.parameters() if p.grad is not None]
+        self._check_finite(current_iter, 'gradient', torch.stack([g.abs().sum() for g in grads]).sum(), losses)
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(losses)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _check_finite(self, current_iter: int, what: str, value: torch.Tensor, losses: dict) -> None:
+        finite = torch.isfinite(value).float()
+        if self.opt.get('dist') and torch.distributed.is_initialized():  # every rank stops together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if bool(finite):
+            return
+        parts = ', '.join(f'{k} {float(v):g}' for k, v in losses.items())
+        message = (f'iteration {current_iter}: non-finite {what} ({parts}); stopped before the optimizer step, '
+                   f'weights of iteration {current_iter - 1} untouched; the last saved checkpoint is kept')
+        get_root_logger().error(message)
+        raise NonFiniteLossError(message)
+
     # validation ----------------------------------------------------------------------------------------------
     def validation(self, dataloader, current_iter, tb_logger, save_img: bool = False) -> None:
         """BasicSR's validation (dist or not), run on a fused copy of :meth:`validation_network`."""
+        with preserved_rng():
+            self._validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._val_net = reparameterize(self.validation_network())
         self._bicubic = {} if self.opt['val'].get('compare_bicubic') else None
         self._num_scored = 0
@@ -209,8 +254,9 @@ class LIPTModel(SRModel):
     # checkpoints ---------------------------------------------------------------------------------------------
     def save(self, epoch: int, current_iter: int) -> None:
         """BasicSR's checkpoints plus the fused ``net_g_deploy_<iter>.pth`` and ``net_g_deploy_latest.pth``."""
-        super().save(epoch, current_iter)
-        self._save_deploy(current_iter)
+        with preserved_rng():
+            super().save(epoch, current_iter)
+            self._save_deploy(current_iter)
         if current_iter == -1:  # train_pipeline saves the latest model right before its final validation
             self._final = True
 
