@@ -7,11 +7,14 @@ folders) or obscurely (an assertion, a shape mismatch, a division by zero) is ch
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
 from lipt_arch.models.lipt_model import OptionError
 
+PAIRED_TYPES = ('PairedImageDataset',)  # folder-pair datasets whose pairs are checked before training
+MAX_SIZE_CHECKS = 5000  # image headers read per dataset; larger folders are checked by name only
 POSITIVE_INTS = {  # section path: keys that must be integers >= 1 when present
     ('logger',): ('print_freq', 'save_checkpoint_freq'),
     ('val',): ('val_freq',),
@@ -26,6 +29,7 @@ def check_lipt_options(opt: dict[str, Any]) -> None:
     scale = opt.get('scale', 1)
     for phase, dataset in (opt.get('datasets') or {}).items():
         _check_dataset(f'datasets.{phase}', dataset or {}, scale)
+        check_paired_folders(f'datasets.{phase}', dataset or {}, scale)
     for (section,), keys in POSITIVE_INTS.items():
         for key in keys:
             if key in (opt.get(section) or {}):
@@ -83,3 +87,47 @@ def _is_int(value: Any) -> bool:
 
 def _join(values: tuple[int, ...]) -> str:
     return ', '.join(map(str, values))
+
+
+def check_paired_folders(name: str, dataset: dict[str, Any], scale: Any) -> None:
+    """For a ``PairedImageDataset`` read from two folders: every GT file has its LQ partner (BasicSR's
+    ``filename_tmpl`` naming) and the other way round, and each GT is ``scale`` times its LQ (image headers only)."""
+    gt_dir, lq_dir = dataset.get('dataroot_gt'), dataset.get('dataroot_lq')
+    if (dataset.get('type') not in PAIRED_TYPES or (dataset.get('io_backend') or {}).get('type', 'disk') != 'disk'
+            or dataset.get('meta_info_file') or not isinstance(gt_dir, str) or not isinstance(lq_dir, str)
+            or not os.path.isdir(gt_dir) or not os.path.isdir(lq_dir)):
+        return
+    template = dataset.get('filename_tmpl', '{}')
+    gt_files, lq_files = sorted(_files(gt_dir)), set(_files(lq_dir))
+    partners = {gt: template.format(os.path.splitext(gt)[0]) + os.path.splitext(gt)[1] for gt in gt_files}
+    for gt, lq in partners.items():
+        if lq not in lq_files:
+            raise OptionError(f'{name}: GT {os.path.join(gt_dir, gt)} has no LQ partner {os.path.join(lq_dir, lq)}')
+    extra = sorted(lq_files - set(partners.values()))
+    if extra:
+        raise OptionError(f'{name}: LQ {os.path.join(lq_dir, extra[0])} has no GT partner in {gt_dir} '
+                          f'({len(extra)} LQ files without GT)')
+    if isinstance(scale, int) and scale > 0:
+        for gt in gt_files[:MAX_SIZE_CHECKS]:
+            _check_pair_size(name, os.path.join(gt_dir, gt), os.path.join(lq_dir, partners[gt]), scale)
+
+
+def _files(folder: str) -> list[str]:
+    """File names in ``folder`` as BasicSR's ``scandir`` lists them (not recursive, no hidden files)."""
+    return [e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file()]
+
+
+def _check_pair_size(name: str, gt: str, lq: str, scale: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = []
+    for path in (gt, lq):
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+        except (UnidentifiedImageError, OSError) as err:
+            raise OptionError(f'{name}: cannot read image {path}: {err}') from None
+    (gw, gh), (lw, lh) = sizes
+    if (gw, gh) != (lw * scale, lh * scale):
+        raise OptionError(f'{name}: GT {gt} is {gw}x{gh} but LQ {lq} is {lw}x{lh}; '
+                          f'GT must be {scale}x the LQ (scale {scale})')

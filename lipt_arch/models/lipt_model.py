@@ -184,7 +184,7 @@ class LIPTModel(SRModel):
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if bool(finite):
             return
-        parts = ', '.join(f'{k} {float(v):g}' for k, v in losses.items())
+        parts = ', '.join(f'{k} {float(v.detach()):g}' for k, v in losses.items())
         message = (f'iteration {current_iter}: non-finite {what} ({parts}); stopped before the optimizer step, '
                    f'weights of iteration {current_iter - 1} untouched; the last saved checkpoint is kept')
         get_root_logger().error(message)

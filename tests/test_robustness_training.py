@@ -1,0 +1,147 @@
+"""``basicsr train`` on bad options, mismatched image pairs and NaN / Inf losses: one ``basicsr train: error:`` line
+naming the key, file or iteration, exit status 1, and no checkpoint lost or overwritten."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.losses.basic_loss import L1Loss
+
+from lipt_arch.checkpoint import read_checkpoint
+from lipt_arch.cli.basicsr_cli import main
+from lipt_arch.models.lipt_model import LIPTModel, NonFiniteLossError
+
+from .basicsr_helpers import merge, train_options, write_options
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(sys, 'argv', list(sys.argv))
+
+
+def _train(root: Path, opt: dict, capsys, *flags: str) -> tuple[int, str]:
+    """Run ``basicsr train`` in ``root``; (exit status, last stderr line; BasicSR's log goes to stderr too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        status = main(['train', '-opt', str(write_options(opt, root / 'run.yml')), *flags])
+    return status, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+OPTION_CASES = {  # name: (options merged into the tiny run, text the error line must hold)
+    'unknown_preset': ({'network_g': {'type': 'LIPT_smal'}},
+                       "network_g.type: unknown LIPT type or preset 'LIPT_smal'"),
+    'window_12': ({'network_g': {'window_size': 12}}, 'network_g.window_size: must be one of 8, 16, got 12'),
+    'upscale_5': ({'network_g': {'upscale': 5}}, 'network_g.upscale: must be one of 1, 2, 3, 4, got 5'),
+    'scale_8': ({'scale': 8, 'network_g': {'upscale': 2}}, 'scale: must be one of 1, 2, 3, 4, got 8'),
+    'scale_vs_upscale': ({'scale': 3}, 'scale: 3 differs from network_g.upscale: 2'),
+    'gt_size_odd': ({'datasets': {'train': {'gt_size': 17}}},
+                    'datasets.train.gt_size: 17 is not divisible by scale 2 (try 16)'),
+    'negative_batch': ({'datasets': {'train': {'batch_size_per_gpu': -2}}},
+                       'datasets.train.batch_size_per_gpu: must be a positive integer, got -2'),
+    'negative_workers': ({'datasets': {'train': {'num_worker_per_gpu': -1}}},
+                         'datasets.train.num_worker_per_gpu: must be an integer >= 0, got -1'),
+    'zero_checkpoint_freq': ({'logger': {'save_checkpoint_freq': 0}},
+                             'logger.save_checkpoint_freq: must be a positive integer, got 0'),
+    'string_val_freq': ({'val': {'val_freq': '5e3'}}, "val.val_freq: must be a positive integer, got '5e3'"),
+}
+
+
+@pytest.mark.parametrize('case', OPTION_CASES)
+def test_bad_option_names_the_key_before_any_folder(tmp_path, capsys, case):
+    extra, expected = OPTION_CASES[case]
+    status, err = _train(tmp_path, merge(train_options(tmp_path), extra), capsys)
+    assert status == 1 and err.startswith(f'basicsr train: error: {expected}') and err.count('error:') == 1, err
+    assert not (tmp_path / 'experiments').exists()
+
+
+def test_unknown_preset_suggests_the_close_name(tmp_path, capsys):
+    _, err = _train(tmp_path, merge(train_options(tmp_path), OPTION_CASES['unknown_preset'][0]), capsys)
+    assert 'did you mean LIPT_small?' in err
+
+
+def _pairs_case(root: Path, case: str) -> dict:
+    opt = train_options(root)
+    hr, lr = root / 'data' / 'HR', root / 'data' / 'LR'
+    if case == 'lq_missing':
+        (lr / 'img3.png').unlink()
+    elif case == 'gt_missing':
+        (hr / 'img3.png').rename(hr / 'other.png')
+    else:  # 'size': an LQ that is not GT / scale
+        cv2.imwrite(str(lr / 'img2.png'), np.zeros((15, 16, 3), np.uint8))
+    return opt
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('lq_missing', 'datasets.train: GT {hr}/img3.png has no LQ partner {lr}/img3.png'),
+    ('gt_missing', 'datasets.train: GT {hr}/other.png has no LQ partner {lr}/other.png'),
+    ('size', 'datasets.train: GT {hr}/img2.png is 32x32 but LQ {lr}/img2.png is 16x15; GT must be 2x the LQ'),
+])
+def test_mismatched_pairs_name_the_pair(tmp_path, capsys, case, expected):
+    status, err = _train(tmp_path, _pairs_case(tmp_path, case), capsys)
+    hr, lr = tmp_path / 'data' / 'HR', tmp_path / 'data' / 'LR'
+    assert status == 1 and expected.format(hr=hr, lr=lr) in err, err
+    assert not (tmp_path / 'experiments').exists()
+
+
+def test_extra_lq_file_is_named(tmp_path, capsys):
+    opt = train_options(tmp_path)
+    cv2.imwrite(str(tmp_path / 'data' / 'LR' / 'zz.png'), np.zeros((16, 16, 3), np.uint8))
+    status, err = _train(tmp_path, opt, capsys)
+    assert status == 1 and f'LQ {tmp_path}/data/LR/zz.png has no GT partner' in err
+
+
+@pytest.fixture
+def nan_from_iteration(monkeypatch):
+    """L1Loss returns NaN from the given iteration on (counted in calls during training)."""
+    def install(first_bad: int) -> None:
+        calls = {'n': 0}
+        forward = L1Loss.forward
+
+        def maybe_nan(self, pred, target, weight=None, **kwargs):
+            calls['n'] += 1
+            loss = forward(self, pred, target, weight, **kwargs)
+            return loss * float('nan') if calls['n'] >= first_bad else loss
+        monkeypatch.setattr(L1Loss, 'forward', maybe_nan)
+    return install
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, nan_from_iteration):
+    nan_from_iteration(7)
+    opt = train_options(tmp_path, iters=12, logger={'save_checkpoint_freq': 4})
+    status, err = _train(tmp_path, opt, capsys)
+    assert status == 1 and err.startswith('basicsr train: error: iteration 7: non-finite loss (l_pix nan)'), err
+    assert 'resume with --auto_resume' in err
+    exp = tmp_path / 'experiments' / 'tiny'
+    assert {p.name for p in (exp / 'training_states').iterdir()} == {'4.state'}
+    models = {p.name for p in (exp / 'models').iterdir()}
+    assert 'net_g_latest.pth' not in models and 'net_g_deploy_latest.pth' in models  # the deploy one is from 4
+    for key, params in read_checkpoint(exp / 'models' / 'net_g_4.pth').items():
+        assert all(torch.isfinite(t).all() for t in params.values()), key
+    assert 'iteration 7: non-finite loss' in next(exp.glob('train_tiny_*.log')).read_text()
+
+
+def test_inf_loss_from_the_first_iteration(tmp_path, capsys):
+    opt = train_options(tmp_path, train={'pixel_opt': {'loss_weight': 1e39}})  # overflows float32
+    status, err = _train(tmp_path, opt, capsys)
+    assert status == 1 and 'iteration 1: non-finite loss (l_pix inf)' in err, err
+    assert not list((tmp_path / 'experiments' / 'tiny' / 'models').iterdir())
+
+
+def test_non_finite_gradient_is_refused_before_the_step(monkeypatch):
+    """A finite loss whose gradient overflows: the weights must stay as they were."""
+    model = LIPTModel.__new__(LIPTModel)
+    net = torch.nn.Conv2d(3, 3, 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model.net_g, model.opt, model.ema_decay = net, {'dist': False}, 0
+    model.optimizer_g = torch.optim.Adam(net.parameters(), 1e-3)
+    # sqrt(0) is 0 (a finite loss) but its gradient is infinite
+    model.cri_pix, model.cri_perceptual = (lambda out, gt: torch.sqrt(out - out.detach()).mean()), None
+    model.lq = model.gt = torch.ones(1, 3, 4, 4)
+    with pytest.raises(NonFiniteLossError, match='iteration 3: non-finite gradient'):
+        model.optimize_parameters(3)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
