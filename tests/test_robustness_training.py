@@ -9,13 +9,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from basicsr.losses.basic_loss import L1Loss
 
 from lipt_arch.checkpoint import read_checkpoint
 from lipt_arch.cli.basicsr_cli import main
 from lipt_arch.models.lipt_model import LIPTModel, NonFiniteLossError
+from lipt_arch.options_check import check_lipt_options
 
 from .basicsr_helpers import merge, train_options, write_options
+from .conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -145,3 +148,8 @@ def test_non_finite_gradient_is_refused_before_the_step(monkeypatch):
     with pytest.raises(NonFiniteLossError, match='iteration 3: non-finite gradient'):
         model.optimize_parameters(3)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize('path', sorted((REPO / 'options').glob('*.yml')), ids=lambda p: p.stem)
+def test_shipped_option_files_pass_the_checks(path):
+    check_lipt_options(yaml.safe_load(path.read_text()))
