@@ -15,6 +15,7 @@ from lipt_arch.models.lipt_model import OptionError
 
 PAIRED_TYPES = ('PairedImageDataset',)  # folder-pair datasets whose pairs are checked before training
 MAX_SIZE_CHECKS = 5000  # image headers read per dataset; larger folders are checked by name only
+TAIL_BYTES = 4096  # where a PNG's IEND / a JPEG's FFD9 must be (writers may append a little after it)
 POSITIVE_INTS = {  # section path: keys that must be integers >= 1 when present
     ('logger',): ('print_freq', 'save_checkpoint_freq'),
     ('val',): ('val_freq',),
@@ -117,11 +118,26 @@ def _files(folder: str) -> list[str]:
     return [e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file()]
 
 
+def _truncated(path: str) -> bool:
+    """Whether a PNG / JPEG lacks its end marker in the last 4 KiB (cut short by an interrupted copy)."""
+    ext = os.path.splitext(path)[1].lower()
+    marker = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}.get(ext)
+    if marker is None:
+        return False
+    with open(path, 'rb') as f:
+        f.seek(max(os.path.getsize(path) - TAIL_BYTES, 0))
+        return marker not in f.read()
+
+
 def _check_pair_size(name: str, gt: str, lq: str, scale: int) -> None:
     from PIL import Image, UnidentifiedImageError
 
     sizes = []
     for path in (gt, lq):
+        if os.path.getsize(path) == 0:
+            raise OptionError(f'{name}: empty image file (0 bytes): {path}')
+        if _truncated(path):
+            raise OptionError(f'{name}: truncated image (no end marker): {path}')
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)

@@ -74,6 +74,12 @@ def _pairs_case(root: Path, case: str) -> dict:
         (lr / 'img3.png').unlink()
     elif case == 'gt_missing':
         (hr / 'img3.png').rename(hr / 'other.png')
+    elif case == 'truncated':
+        (hr / 'img1.png').write_bytes((hr / 'img1.png').read_bytes()[:100])
+    elif case == 'empty':
+        (lr / 'img0.png').write_bytes(b'')
+    elif case == 'not_an_image':
+        (lr / 'img0.png').write_bytes(b'not an image' * 10 + b'IEND')
     else:  # 'size': an LQ that is not GT / scale
         cv2.imwrite(str(lr / 'img2.png'), np.zeros((15, 16, 3), np.uint8))
     return opt
@@ -83,6 +89,9 @@ def _pairs_case(root: Path, case: str) -> dict:
     ('lq_missing', 'datasets.train: GT {hr}/img3.png has no LQ partner {lr}/img3.png'),
     ('gt_missing', 'datasets.train: GT {hr}/other.png has no LQ partner {lr}/other.png'),
     ('size', 'datasets.train: GT {hr}/img2.png is 32x32 but LQ {lr}/img2.png is 16x15; GT must be 2x the LQ'),
+    ('truncated', 'datasets.train: truncated image (no end marker): {hr}/img1.png'),
+    ('empty', 'datasets.train: empty image file (0 bytes): {lr}/img0.png'),
+    ('not_an_image', 'datasets.train: cannot read image {lr}/img0.png'),
 ])
 def test_mismatched_pairs_name_the_pair(tmp_path, capsys, case, expected):
     status, err = _train(tmp_path, _pairs_case(tmp_path, case), capsys)
