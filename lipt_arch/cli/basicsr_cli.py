@@ -1,9 +1,10 @@
 """``basicsr train`` / ``basicsr test``: BasicSR's own ``train_pipeline`` / ``test_pipeline`` with LIPT registered.
 
 Experiments (``experiments/<name>/``), logs and results (``results/<name>/``) go under the current directory.
-Bad input (a missing dataset folder, a wrong ``network_g`` keyword, a checkpoint that is corrupt or does not fit)
-ends with one line on stderr naming the file or option and exit status 1, before BasicSR creates any folder where
-it can check that early.
+Bad input (a missing dataset folder, an option out of range (:mod:`lipt_arch.options_check`), GT / LQ folders that
+do not pair up, a wrong ``network_g`` keyword, a checkpoint that is corrupt or does not fit, a NaN loss) ends with
+one line on stderr naming the file, option or iteration and exit status 1, before BasicSR creates any folder where
+it can check that early. See docs/robustness.md.
 """
 from __future__ import annotations
 
