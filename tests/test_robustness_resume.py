@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from basicsr.data.data_sampler import EnlargedSampler
 
 from lipt_arch import resume
 from lipt_arch.checkpoint import read_checkpoint
@@ -122,3 +123,28 @@ def test_rng_state_round_trips_through_weights_only_file(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     resume.set_rng_state(read_checkpoint(tmp_path / 'x.state')['rng'])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.parametrize('dist, num_gpu, world_size, skip, rng', [
+    (False, 0, 1, 6, True), (False, 2, 1, 12, True), (True, 1, 2, 6, False)])
+def test_resume_point_sets_the_sampler_skip(dist, num_gpu, world_size, skip, rng):
+    """Skip = batches done x samples per batch on this rank; generators restored only in a one-process run."""
+    opt = {'dist': dist, 'num_gpu': num_gpu, 'world_size': world_size, 'datasets': {'train': {'batch_size_per_gpu': 2}}}
+    point = {'epoch': 1, 'batches': 3, 'rng': resume.get_rng_state()}
+    resume.expect_resume(opt, {'resume_point': point})
+    sampler = resume.ResumableSampler(list(range(10)), num_replicas=1, rank=0)
+    assert (sampler._resume['skip'], sampler._resume['rng'] is not None) == (skip, rng)
+    sampler.set_epoch(1)
+    stock = EnlargedSampler(list(range(10)), 1, 0)
+    stock.set_epoch(1)
+    assert list(sampler) == list(stock)[skip:] and sampler.batches_done == 3
+    sampler.set_epoch(2)
+    stock.set_epoch(2)
+    assert list(sampler) == list(stock) and sampler.batches_done == 0  # only the resumed epoch skips
+
+
+def test_old_state_without_resume_point_resumes_like_basicsr():
+    resume.expect_resume({'datasets': {'train': {'batch_size_per_gpu': 2}}}, {'iter': 4})
+    sampler = resume.ResumableSampler(list(range(6)), num_replicas=1, rank=0)
+    sampler.set_epoch(1)
+    assert sampler._resume is None and len(list(sampler)) == 6
