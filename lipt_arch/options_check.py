@@ -15,7 +15,8 @@ from lipt_arch.models.lipt_model import OptionError
 
 PAIRED_TYPES = ('PairedImageDataset',)  # folder-pair datasets whose pairs are checked before training
 MAX_SIZE_CHECKS = 5000  # image headers read per dataset; larger folders are checked by name only
-TAIL_BYTES = 4096  # where a PNG's IEND / a JPEG's FFD9 must be (writers may append a little after it)
+END_MARKERS = {'.png': (b'IEND', 4096), '.jpg': (b'\xff\xd9', 65536), '.jpeg': (b'\xff\xd9', 65536)}
+# (end marker, how far from the end it may be): cameras append trailers after a JPEG's FFD9, as in lipt infer
 POSITIVE_INTS = {  # section path: keys that must be integers >= 1 when present
     ('logger',): ('print_freq', 'save_checkpoint_freq'),
     ('val',): ('val_freq',),
@@ -119,13 +120,12 @@ def _files(folder: str) -> list[str]:
 
 
 def _truncated(path: str) -> bool:
-    """Whether a PNG / JPEG lacks its end marker in the last 4 KiB (cut short by an interrupted copy)."""
-    ext = os.path.splitext(path)[1].lower()
-    marker = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}.get(ext)
+    """Whether a PNG / JPEG lacks its end marker near the end of the file (cut short by an interrupted copy)."""
+    marker, tail = END_MARKERS.get(os.path.splitext(path)[1].lower(), (None, 0))
     if marker is None:
         return False
     with open(path, 'rb') as f:
-        f.seek(max(os.path.getsize(path) - TAIL_BYTES, 0))
+        f.seek(max(os.path.getsize(path) - tail, 0))
         return marker not in f.read()
 
 

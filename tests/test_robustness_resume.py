@@ -148,3 +148,13 @@ def test_old_state_without_resume_point_resumes_like_basicsr():
     sampler = resume.ResumableSampler(list(range(6)), num_replicas=1, rank=0)
     sampler.set_epoch(1)
     assert sampler._resume is None and len(list(sampler)) == 6
+
+
+def test_fixes_installed():
+    import basicsr.train
+    from basicsr.models.base_model import BaseModel
+
+    from lipt_arch import basicsr_fixes
+
+    assert basicsr.train.EnlargedSampler is resume.ResumableSampler
+    assert BaseModel.update_learning_rate is basicsr_fixes.update_learning_rate
