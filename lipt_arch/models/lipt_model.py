@@ -171,8 +171,9 @@ class LIPTModel(SRModel):
         l_total = sum(losses.values())
         self._check_finite(current_iter, 'loss', l_total.detach(), losses)
         l_total.backward()
-        grads = [p.grad for p in self.net_g.parameters() if p.grad is not None]
-        self._check_finite(current_iter, 'gradient', torch.stack([g.abs().sum() for g in grads]).sum(), losses)
+        grads = [p.grad.detach().abs().sum() for p in self.net_g.parameters() if p.grad is not None]
+        if grads:
+            self._check_finite(current_iter, 'gradient', torch.stack(grads).sum(), losses)
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
