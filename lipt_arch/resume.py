@@ -11,8 +11,9 @@ again) and with the random generators re-seeded from ``manual_seed`` (different 
 - On resume, the first epoch's index list skips the samples already used and the generators are restored right
   before the first sample is loaded.
 
-Exact for one process with ``num_worker_per_gpu: 0``. With data-loading workers the batch order is still exact, but
-BasicSR re-seeds every worker at every epoch (``worker_init_fn``), so crops and flips after a resume differ; with
+Exact for one process with ``num_worker_per_gpu: 0`` and no ``prefetch_mode``. With data-loading workers or
+prefetching the batch order is still exact, but crops and flips after a resume differ (BasicSR re-seeds every worker
+at every epoch with ``worker_init_fn``; a prefetcher loads the next batch before the save); with
 several processes each rank resumes its own position, but the generators (saved on rank 0 only) are not restored.
 """
 from __future__ import annotations
