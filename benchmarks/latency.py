@@ -33,13 +33,27 @@ from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
 PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}
 
 
+class PadToWindow(nn.Module):
+    """Reflect-pad the input to a multiple of ``window`` and crop the output, as window networks' test scripts do."""
+
+    def __init__(self, net: nn.Module, window: int, scale: int) -> None:
+        super().__init__()
+        self.net, self.window, self.scale = net, window, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = nn.functional.pad(x, [0, -w % self.window, 0, -h % self.window], mode='reflect')
+        return self.net(x)[..., :h * self.scale, :w * self.scale]
+
+
 def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
     """Peer networks with their papers' light configurations (random weights)."""
     from basicsr.archs.swinir_arch import SwinIR
 
     found: dict[str, Callable[[], nn.Module]] = {
-        'SwinIR-light': lambda: SwinIR(upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4,
-                                       embed_dim=60, num_heads=[6] * 4, mlp_ratio=2, upsampler='pixelshuffledirect'),
+        'SwinIR-light': lambda: PadToWindow(SwinIR(
+            upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4, embed_dim=60,
+            num_heads=[6] * 4, mlp_ratio=2, upsampler='pixelshuffledirect'), 8, scale),
     }
     try:
         from spandrel.architectures.OmniSR import OmniSR
@@ -50,7 +64,8 @@ def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
         return found
     found['SAFMN'] = lambda: SAFMN(dim=36, n_blocks=8, ffn_scale=2.0, upscaling_factor=scale)
     found['SPAN'] = lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=48, upscale=scale)
-    found['OmniSR'] = lambda: OmniSR(num_feat=64, block_num=1, res_num=5, window_size=8, up_scale=scale)
+    found['OmniSR'] = lambda: PadToWindow(OmniSR(num_feat=64, block_num=1, res_num=5, window_size=8, up_scale=scale),
+                                          8, scale)
     return found
 
 
@@ -59,16 +74,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
+clock = time.perf_counter
+
+
 def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
+    """Median time of ``fn`` (wall clock, or process CPU time with ``--clock cpu``) over ``repeats`` runs after one
+    warm-up run. CPU time is the steadier measure on a shared machine (use it with ``--threads 1``)."""
     fn()
     synchronize(device)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -142,20 +162,42 @@ def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: in
 def markdown(rows: list[dict], train: list[dict], args: argparse.Namespace, baseline: dict[str, float]) -> str:
     h, w = args.height, args.width
     lines = [f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
-             f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; median of {args.repeats} runs '
-             f'after a warm-up; random weights.', '', '| network | dtype | params (M) | MACs (G) | time (s) | '
-             "speed-up vs authors' converted (same size, fp32) |", '|---|---|---|---|---|---|']
+             f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; {args.clock} time, '
+             f'median of {args.repeats} runs after a warm-up; random weights.', '',
+             "| network | dtype | params (M) | MACs (G) | time (s) | speed-up vs authors' converted (fp32) |",
+             '|---|---|---|---|---|---|']
     for r in rows:
         ref = baseline.get(r['name'].split(' ')[0])
         speed = f"{ref / r['seconds']:.2f}x" if ref else ''
         macs = f"{r['macs'] / 1e9:.1f}" if r.get('macs') else ''
         lines.append(f"| {r['name']} | {r['dtype']} | {r['params'] / 1e6:.3f} | {macs} | {r['seconds']:.3f} | "
                      f'{speed} |')
+    lines += ['', 'Issue 6 goals (measured ratio / goal):', '']
+    lines += [f'- {text}: {value}' for text, value in goal_lines(rows)]
     if train:
         lines += ['', f'Training step (forward + L1 + backward + Adam), x2, batch 16, 48x48 LR patches, '
                   f'{args.device_name}:', '', '| network | time (s) |', '|---|---|']
         lines += [f"| {r['name']} | {r['seconds']:.3f} |" for r in train]
     return '\n'.join(lines) + '\n'
+
+
+def goal_lines(rows: list[dict]) -> list[tuple[str, str]]:
+    """The issue's latency goals as measured ratios (a goal whose rows are missing is left out)."""
+    t = {(r['name'], r['dtype']): r['seconds'] for r in rows}
+    small, tiny = ('LIPT-Small fused (ours)', 'fp32'), ('LIPT-Tiny fused (ours)', 'fp32')
+    checks = [
+        ("LIPT-Small fp32 vs authors' converted", ("LIPT-Small converted (authors' structure)", 'fp32'), small, 1.6),
+        ('LIPT-Small fp32 vs SwinIR-light', ('SwinIR-light', 'fp32'), small, 5.0),
+        ('LIPT-Tiny fp32 vs SAFMN (>= 1 means no slower)', ('SAFMN', 'fp32'), tiny, 1.0),
+        ("LIPT-Small bf16 vs authors' converted fp32", ("LIPT-Small converted (authors' structure)", 'fp32'),
+         ('LIPT-Small fused (ours)', 'bf16'), 4.0),
+    ]
+    out = []
+    for text, slow, fast, goal in checks:
+        if slow in t and fast in t:
+            ratio = t[slow] / t[fast]
+            out.append((text, f"{ratio:.2f}x / {goal:.1f}x ({'met' if ratio >= goal else 'not met'})"))
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -175,6 +217,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.scatter(sec, psnr, s=60, color='tab:red' if net.startswith('LIPT') else 'tab:blue')
         ax.annotate(net, (sec, psnr), textcoords='offset points', xytext=(6, 4))
     ax.set_xscale('log')
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel('latency (s, log scale, measured here)')
     ax.set_ylabel('Urban100 x4 PSNR (dB, from the paper)')
     ax.set_title('LIPT: PSNR vs latency')
@@ -192,12 +236,15 @@ def main() -> None:
     parser.add_argument('--height', type=int, default=184)
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--clock', default='wall', choices=sorted(CLOCK), help='wall time, or process CPU time')
     parser.add_argument('--no-peers', action='store_true')
     parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
     parser.add_argument('--train', action='store_true', help='also time the training step')
     parser.add_argument('--markdown', type=Path, help='write the table here')
     parser.add_argument('--plot', type=Path, help='write the PSNR-vs-latency PNG here')
     args = parser.parse_args()
+    global clock
+    clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     if args.device == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: no CUDA device available')
@@ -210,7 +257,6 @@ def main() -> None:
         for name, build in peers(args.scale).items():
             rows.append(inference_row(name, build().to(device).eval(), x, args.repeats))
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
-    baseline.update({r['name']: baseline['LIPT-Small'] for r in rows if not r['name'].startswith('LIPT')})
     train = training_rows(device, args.repeats) if args.train else []
     table = markdown(rows, train, args, baseline)
     print(table)
