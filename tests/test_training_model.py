@@ -166,3 +166,13 @@ def test_deploy_checkpoint_into_training_form_gets_a_hint(trained, root):
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(fused.net_g.eval()(x), lipt_arch.reparameterize(model.net_g_ema)(x))
+
+
+def test_side_by_side_takes_grey_images():
+    import numpy as np
+
+    from lipt_arch.models.lipt_model import SEPARATOR_PX, side_by_side
+
+    grey = [np.zeros((4, 5), np.uint8), np.full((6, 5), 9, np.uint8)]
+    out = side_by_side(grey)
+    assert out.shape == (6, 10 + SEPARATOR_PX, 1) and out[5, -1, 0] == 9 and out[5, 0, 0] == 255

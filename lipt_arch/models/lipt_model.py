@@ -76,7 +76,8 @@ def state_dict_mismatch(net: nn.Module, state: Mapping[str, torch.Tensor]) -> st
 
 
 def side_by_side(images: list[np.ndarray]) -> np.ndarray:
-    """Uint8 (H, W, C) images side by side with white gaps, each bottom-padded to the tallest."""
+    """Uint8 (H, W, C) or (H, W) images side by side with white gaps, each bottom-padded to the tallest."""
+    images = [img[:, :, None] if img.ndim == 2 else img for img in images]
     height = max(img.shape[0] for img in images)
     panels = []
     for i, img in enumerate(images):
