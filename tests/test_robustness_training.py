@@ -27,8 +27,22 @@ def _one_thread(monkeypatch):
     monkeypatch.setattr(sys, 'argv', list(sys.argv))
 
 
+def _fresh_basicsr_logger() -> None:
+    """BasicSR sets its logger up once per process; forget that so this run writes its own log file."""
+    import logging
+
+    from basicsr.utils import logger as basicsr_logger
+
+    basicsr_logger.initialized_logger.pop('basicsr', None)
+    log = logging.getLogger('basicsr')
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
 def _train(root: Path, opt: dict, capsys, *flags: str) -> tuple[int, str]:
     """Run ``basicsr train`` in ``root``; (exit status, last stderr line; BasicSR's log goes to stderr too)."""
+    _fresh_basicsr_logger()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         status = main(['train', '-opt', str(write_options(opt, root / 'run.yml')), *flags])
