@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch import load_model  # noqa: E402
 from lipt_arch.data.sr_pairs import load_folder_pairs  # noqa: E402
 
@@ -25,8 +25,7 @@ from lipt_arch.data.sr_pairs import load_folder_pairs  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='fused LIPT checkpoint (lipt_arch.load_model)')
-    shared = Path(os.environ.get('LIPT_SHARED', REPO.parent / 'shared'))
-    parser.add_argument('--folder', type=Path, default=shared / 'datasets' / 'Set5' / 'HR', help='HR images')
+    parser.add_argument('--folder', type=Path, default=shared_root() / 'datasets' / 'Set5' / 'HR', help='HR images')
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     if not args.folder.is_dir():
