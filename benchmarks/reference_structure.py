@@ -19,23 +19,48 @@ from lipt_arch.archs.lipt_arch import LIPT, reflect_pad
 from lipt_arch.archs.nvsm_attention import NVSMAttention, sparse_offsets
 
 
+def _pad_with(y: Tensor, value: Tensor) -> Tensor:
+    """Zero-pad by one pixel, then write ``value`` (C,) into the frame with four recorded in-place writes (as the
+    reference's BN-and-pad layer and Sobel branches do; autograd keeps a copy of the gradient for each write)."""
+    out = F.pad(y, [1, 1, 1, 1])
+    value = value.view(1, -1, 1, 1)
+    out[:, :, 0:1, :] = value
+    out[:, :, -1:, :] = value
+    out[:, :, :, 0:1] = value
+    out[:, :, :, -1:] = value
+    return out
+
+
+def _bn_and_pad(bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """The reference's BN-and-pad: BatchNorm, then the frame holds BN(0) under the running statistics."""
+    y = nn.BatchNorm2d.forward(bn, x)
+    frame = bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return _pad_with(y, frame)
+
+
 class ReferenceRepConv(nn.Module):
-    """Six branches evaluated one by one, as the reference DiverseBranchBlock does (shares ``block``'s weights)."""
+    """Six branches evaluated one by one, as the reference DiverseBranchBlock does (shares ``block``'s weights).
+
+    The Sobel branches' 1x1 convs carry the reference's bias ``b0`` (zero here: it cancels exactly, so our
+    :class:`RepConv3x3` drops it), whose value fills the frame before the unpadded depthwise conv.
+    """
 
     def __init__(self, block: RepConv3x3) -> None:
         super().__init__()
         self.block = block
+        weight = block.conv1x1.weight
+        self.register_buffer('b0', weight.new_zeros(block.out_channels), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b = self.block
         out = b.bn3x3(b.conv3x3(x))
         out = out + b.bn1x1(b.conv1x1(x))
-        out = out + b.avg_bn_out(F.avg_pool2d(b.avg_bn(b.avg_conv(x)), 3, stride=1))
-        out = out + b.seq_bn_out(b.seq_conv(b.seq_bn(F.conv2d(x, b.seq_delta + b.seq_identity))))
+        out = out + b.avg_bn_out(F.avg_pool2d(_bn_and_pad(b.avg_bn, b.avg_conv(x)), 3, stride=1))
+        out = out + b.seq_bn_out(b.seq_conv(_bn_and_pad(b.seq_bn, F.conv2d(x, b.seq_delta + b.seq_identity))))
         for axis in ('x', 'y'):
-            y = getattr(b, f'sobel_{axis}_conv')(x)
+            y = _pad_with(F.conv2d(x, getattr(b, f'sobel_{axis}_conv').weight, self.b0), self.b0)
             kernel = getattr(b, f'sobel_{axis}_scale') * getattr(b, f'sobel_{axis}_mask')
-            out = out + F.conv2d(y, kernel, getattr(b, f'sobel_{axis}_bias'), padding=1, groups=b.out_channels)
+            out = out + F.conv2d(y, kernel, getattr(b, f'sobel_{axis}_bias'), groups=b.out_channels)
         return out
 
 

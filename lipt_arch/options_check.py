@@ -22,6 +22,7 @@ POSITIVE_INTS = {  # section path: keys that must be integers >= 1 when present
     ('val',): ('val_freq',),
     ('train',): ('total_iter',),
 }
+BOOLS = {('train',): ('compile_rep_convs',), ('val',): ('compare_bicubic',)}  # our keys that must be true/false
 
 
 def check_lipt_options(opt: dict[str, Any]) -> None:
@@ -36,6 +37,11 @@ def check_lipt_options(opt: dict[str, Any]) -> None:
         for key in keys:
             if key in (opt.get(section) or {}):
                 _positive_int(f'{section}.{key}', opt[section][key], whole_floats=True)
+    for (section,), keys in BOOLS.items():
+        for key in keys:
+            value = (opt.get(section) or {}).get(key)
+            if value is not None and not isinstance(value, bool):
+                raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
 
 
 def _check_network(net: dict[str, Any], scale: Any) -> None:

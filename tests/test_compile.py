@@ -1,8 +1,11 @@
-"""torch.compile of the fused network gives the eager result (CPU, small input)."""
+"""torch.compile of the fused network, and of the six-branch convs for training, gives the eager result (CPU)."""
+import copy
+
 import pytest
 import torch
 
 from lipt_arch import LIPT, reparameterize
+from lipt_arch.archs import compile_rep_convs
 
 from .conftest import randomize_
 
@@ -16,3 +19,27 @@ def test_compiled_fused_model_matches_eager():
         expected, got = fused(x), compiled(x)
     assert got.shape == (1, 3, 40, 56)
     assert (got - expected).abs().max().item() < 1e-4
+
+
+def _train_step(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    out = net(x)
+    out.square().mean().backward()
+    return out.detach(), {name: p.grad.clone() for name, p in net.named_parameters()}
+
+
+@pytest.mark.timeout(900)
+def test_compiled_rep_convs_train_like_eager():
+    """compile_rep_convs: same training output, gradients and BatchNorm statistics as eager, same state dict."""
+    eager = randomize_(LIPT(upscale=2, num_feat=8, num_block=2), seed=12).train()
+    compiled = copy.deepcopy(eager)
+    assert compile_rep_convs(compiled) == 2 * 2 * 3 * 2  # blocks x layers x HRMs x convs
+    x = torch.rand(2, 3, 16, 16)
+    out_e, grads_e = _train_step(eager, x)
+    out_c, grads_c = _train_step(compiled, x)
+    assert (out_c - out_e).abs().max().item() < 1e-4 * out_e.abs().max().item()
+    for name, grad in grads_e.items():
+        assert (grads_c[name] - grad).abs().max().item() <= 1e-3 * grad.abs().max().item() + 1e-7, name
+    state_e, state_c = eager.state_dict(), compiled.state_dict()
+    assert state_e.keys() == state_c.keys()
+    for name in state_e:
+        assert torch.allclose(state_c[name].float(), state_e[name].float(), rtol=1e-4, atol=1e-6), name

@@ -33,3 +33,27 @@ def test_reference_structure_matches_ours_window16_shifted():
             ours = copy.deepcopy(model).train(mode)
             ref = ReferenceLIPT(model, converted=False).train(mode)
             assert (ours(x) - ref(x)).abs().max().item() < 1e-4
+
+
+def test_reference_structure_trains_like_ours():
+    """Same training step: output, every parameter gradient and the updated BatchNorm statistics (fp64)."""
+    model = randomize_(LIPT(upscale=2, num_feat=8, num_block=2, shared_depth=1), seed=5).double()
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    ours = copy.deepcopy(model).train()
+    ref = ReferenceLIPT(model, converted=False).train()
+    def ours_name(name: str) -> str:  # the restatement wraps our modules: net. ... .block. / .attn.attn.
+        return name.removeprefix('net.').replace('.block.', '.').replace('.attn.attn.', '.attn.')
+
+    results = []
+    for net in (ours, ref):
+        out = net(x)
+        out.square().mean().backward()
+        results.append((out, {ours_name(n): p.grad for n, p in net.named_parameters()},
+                        {ours_name(n): b for n, b in net.named_buffers() if 'running' in n}))
+    (out_o, grad_o, stats_o), (out_r, grad_r, stats_r) = results
+    assert (out_o - out_r).abs().max().item() < 1e-10
+    assert grad_o.keys() == grad_r.keys()
+    for name, grad in grad_o.items():
+        assert (grad - grad_r[name]).abs().max().item() <= 1e-9 * (1 + grad.abs().max().item()), name
+    for name, stat in stats_o.items():
+        assert torch.allclose(stat, stats_r[name], rtol=0, atol=1e-12), name

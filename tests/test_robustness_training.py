@@ -65,6 +65,8 @@ OPTION_CASES = {  # name: (options merged into the tiny run, text the error line
     'zero_checkpoint_freq': ({'logger': {'save_checkpoint_freq': 0}},
                              'logger.save_checkpoint_freq: must be a positive integer, got 0'),
     'string_val_freq': ({'val': {'val_freq': '5e3'}}, "val.val_freq: must be a positive integer, got '5e3'"),
+    'compile_not_bool': ({'train': {'compile_rep_convs': 'yes please'}},
+                         "train.compile_rep_convs: must be true or false, got 'yes please'"),
 }
 
 

@@ -176,3 +176,18 @@ def test_side_by_side_takes_grey_images():
     grey = [np.zeros((4, 5), np.uint8), np.full((6, 5), 9, np.uint8)]
     out = side_by_side(grey)
     assert out.shape == (6, 10 + SEPARATOR_PX, 1) and out[5, -1, 0] == 9 and out[5, 0, 0] == 255
+
+
+def test_compile_rep_convs_option_compiles_net_g(root):
+    """``train.compile_rep_convs: true`` compiles every six-branch conv of net_g (lazily; no step is run here)."""
+    opt = _prepare(train_options(root, name='compiled', train={'compile_rep_convs': True}), root)
+    model = build_model(opt)
+    blocks = [m for m in model.get_bare_model(model.net_g).modules() if isinstance(m, lipt_arch.archs.RepConv3x3)]
+    assert blocks and all(m._compiled_call_impl is not None for m in blocks)
+
+
+def test_compile_rep_convs_without_compiler_names_the_option(root, monkeypatch):
+    monkeypatch.setattr('shutil.which', lambda name: None)
+    opt = _prepare(train_options(root, name='nocxx', train={'compile_rep_convs': True}), root)
+    with pytest.raises(ValueError, match=r'^train.compile_rep_convs: compiling the six-branch convs on a CPU needs'):
+        build_model(opt)

@@ -1,7 +1,7 @@
 """LIPT network parts. Importing this package registers every ``*_arch.py`` (and the presets) with BasicSR."""
 from lipt_arch.registration import import_modules
 
-from .hrm import HRM, RepConv3x3
+from .hrm import HRM, RepConv3x3, compile_rep_convs
 from .lipt_arch import LIPT
 from .nvsm_attention import NVSMAttention
 from .presets import PRESETS, preset_config
@@ -9,4 +9,5 @@ from .reparameterize import reparameterize
 
 _modules = import_modules(__name__, __file__, '_arch.py')
 
-__all__ = ['HRM', 'LIPT', 'NVSMAttention', 'PRESETS', 'RepConv3x3', 'preset_config', 'reparameterize']
+__all__ = ['HRM', 'LIPT', 'NVSMAttention', 'PRESETS', 'RepConv3x3', 'compile_rep_convs', 'preset_config',
+           'reparameterize']

@@ -6,6 +6,8 @@ each with BatchNorm) and fuses exactly into one 3x3 conv with bias (:meth:`RepCo
 from __future__ import annotations
 
 import math
+import shutil
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,17 +29,19 @@ class BorderedBatchNorm(nn.BatchNorm2d):
 
     (B, C, H, W) -> (B, C, H + 2, W + 2). In eval mode this equals zero-padding before the BN. In train mode the
     interior uses batch statistics and the frame the running statistics *after* this call's update (reference
-    behaviour); the frame carries no gradient.
+    behaviour); the frame carries no gradient, so it is written outside autograd (recording the four in-place writes
+    would cost four full-size gradient copies in the backward pass).
     """
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.pad(super().forward(x), [1, 1, 1, 1])
-        frame = (self.bias - self.running_mean * self.weight / torch.sqrt(self.running_var + self.eps)).detach()
-        frame = frame.view(1, -1, 1).to(out.dtype)
-        out[:, :, 0, :] = frame
-        out[:, :, -1, :] = frame
-        out[:, :, :, 0] = frame
-        out[:, :, :, -1] = frame
+        with torch.no_grad():
+            frame = self.bias - self.running_mean * self.weight / torch.sqrt(self.running_var + self.eps)
+            frame = frame.view(1, -1, 1).to(out.dtype)
+            out[:, :, 0, :] = frame
+            out[:, :, -1, :] = frame
+            out[:, :, :, 0] = frame
+            out[:, :, :, -1] = frame
         return out
 
 
@@ -123,6 +127,23 @@ class RepConv3x3(nn.Module):
             conv.weight.copy_(kernel)
             conv.bias.copy_(bias)
         return conv
+
+
+def compile_rep_convs(net: nn.Module, **options: Any) -> int:
+    """Compile every :class:`RepConv3x3` of ``net`` in place with ``torch.compile`` (``options`` go to it); returns
+    how many. Speeds up training of the six-branch form: the BatchNorms, the frame writes and the branch sums become
+    a few fused kernels, forward and backward; the convs stay oneDNN/cuDNN calls. Same function, same parameters and
+    state dict. All blocks of one shape share one compiled graph (compiled at the first step, tens of seconds on a
+    CPU). On a CPU, ``torch.compile`` needs a C++ compiler.
+    """
+    blocks = [m for m in net.modules() if isinstance(m, RepConv3x3)]
+    on_cpu = any(p.device.type == 'cpu' for m in blocks for p in m.parameters())
+    if on_cpu and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
+        raise RuntimeError('compiling the six-branch convs on a CPU needs a C++ compiler (g++, c++ or clang++) on '
+                           'PATH; install one or turn the compilation off')
+    for block in blocks:
+        block.compile(**options)
+    return len(blocks)
 
 
 def rep_conv3x3(in_channels: int, out_channels: int, deploy: bool) -> nn.Module:

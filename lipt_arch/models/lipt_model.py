@@ -5,6 +5,8 @@ Option keys of ours (all optional):
 - ``val.compare_bicubic`` (bool): also score MATLAB-style bicubic upsampling of the LQ on the same images and log
   it next to LIPT's; after the final validation of a training run, save ``bicubic | LIPT | GT`` PNGs in the
   visualization folder and print a one-line summary.
+- ``train.compile_rep_convs`` (bool): compile the six-branch convs of ``net_g`` with ``torch.compile`` for
+  training (:func:`lipt_arch.archs.compile_rep_convs`; faster steps after a one-off compilation at the first one).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lipt_arch.archs import reparameterize
+from lipt_arch.archs import compile_rep_convs, reparameterize
 from lipt_arch.checkpoint import CheckpointError, read_checkpoint, save_model
 from lipt_arch.resume import preserved_rng
 
@@ -117,6 +119,15 @@ class LIPTModel(SRModel):
                 raise
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise OptionError(f"network_g {dict(opt['network_g'])}: {message}") from None
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        if self.opt['train'].get('compile_rep_convs'):
+            try:
+                count = compile_rep_convs(self.get_bare_model(self.net_g))
+            except RuntimeError as err:
+                raise OptionError(f'train.compile_rep_convs: {err}') from None
+            get_root_logger().info(f'torch.compile: {count} six-branch convs of net_g compiled for training.')
 
     # networks ------------------------------------------------------------------------------------------------
     def validation_network(self) -> nn.Module:
