@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -43,9 +44,9 @@ def run_case(preset: str, scale: int, size: str, tile: int, count: int, threads:
     out = work / 'out'
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    lipt = shutil.which('lipt') or 'lipt'
+    lipt = [sys.executable, '-m', 'lipt_arch.cli.lipt_cli']  # the `lipt` command of this interpreter
     load_before = os.getloadavg()[0]
-    proc = subprocess.run(['/usr/bin/time', '-v', lipt, 'infer', '-i', str(folder), '-o', str(out), '--model',
+    proc = subprocess.run(['/usr/bin/time', '-v', *lipt, 'infer', '-i', str(folder), '-o', str(out), '--model',
                            str(ckpt), '--tile', str(tile), '--device', 'cpu', '-q'],
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode:

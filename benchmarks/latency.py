@@ -1,22 +1,26 @@
 """Latency of fused LIPT against the authors' network structure and peer SR networks, measured in one process.
 
-    python benchmarks/latency.py                      # CPU, 2 threads, x4, 184x320 -> 736x1280, median of 3
+    python benchmarks/latency.py --compile --train    # CPU, 2 threads, x4, 184x320 -> 736x1280, median of 3
     python benchmarks/latency.py --device cuda        # the same table on a GPU (fp32 and fp16)
-    python benchmarks/latency.py --train              # also the training step (tiny, small; batch 16, 48x48, x2)
 
-Writes the table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``). Peers (BasicSR's SwinIR,
-and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) run with random weights on the
-same input and threads. The authors' figures (issue 6) are quoted in docs/latency.md; the "authors' structure"
-rows restate their network here (benchmarks/reference_structure.py) so ratios come from one run.
+Rows: our fused LIPT in fp32 and bf16 (fp16 on CUDA), with ``--compile`` also under ``torch.compile`` (Inductor
+freezing); the authors' structure restated in benchmarks/reference_structure.py (training form, and the form after
+their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs alone); peers
+(BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with random weights
+on the same input and threads. ``--train`` adds the training step (ours eager, ours with the six-branch convs
+compiled, the authors' structure); on CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it
+out with ``--no-memory``). Writes the table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
+The authors' own figures (issue 6) are quoted in docs/latency.md.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lipt_arch  # noqa: E402,F401
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
+from lipt_arch.archs import compile_rep_convs  # noqa: E402
 
 # x4 Urban100 PSNR from the paper's table (LIPT_SPEC.md section 5), for the plot.
 PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}
@@ -99,11 +104,16 @@ def count_macs(net: nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2
 
 
+def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
+    """Autocast to ``dtype`` ('bf16', 'fp16'), or nothing for 'fp32'."""
+    amp = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(dtype)
+    return torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+
+
 def inference_row(name: str, net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32',
                   macs: bool = True) -> dict:
     device = x.device
-    amp = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(dtype)
-    ctx = torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+    ctx = autocast(device, dtype)
 
     def run() -> torch.Tensor:
         with torch.inference_mode(), ctx:
@@ -116,6 +126,29 @@ def inference_row(name: str, net: nn.Module, x: torch.Tensor, repeats: int, dtyp
     return row
 
 
+def conv_floor(net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32') -> float:
+    """Time of ``net``'s 3x3 convs alone, each on a random channels-last input of the shape it sees in ``net(x)``:
+    the conv-bound floor that no rearrangement of the other ops can go below."""
+    shapes: list[tuple[nn.Conv2d, torch.Size]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: shapes.append((m, a[0].shape)))
+             for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    with torch.inference_mode():
+        net(x)
+    for hook in hooks:
+        hook.remove()
+    inputs = [(conv, torch.rand(shape, device=x.device).contiguous(memory_format=torch.channels_last))
+              for conv, shape in shapes]
+
+    ctx = autocast(x.device, dtype)
+
+    def run() -> None:
+        with torch.inference_mode(), ctx:
+            for conv, inp in inputs:
+                conv(inp)
+
+    return median_time(run, x.device, repeats)
+
+
 def lipt_rows(x: torch.Tensor, scale: int, repeats: int, low: str, compile_: bool) -> list[dict]:
     rows = []
     for preset in ('small', 'tiny'):
@@ -124,25 +157,40 @@ def lipt_rows(x: torch.Tensor, scale: int, repeats: int, low: str, compile_: boo
         label = f'LIPT-{preset.capitalize()}'
         rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats))
         rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats, dtype=low, macs=False))
+        if compile_:
+            import torch._inductor.config as inductor_config
+            inductor_config.freezing = True  # weights become constants: oneDNN prepacks them, conv+ReLU/add fuse
+            compiled = torch.compile(fused, dynamic=False)
+            rows.append(inference_row(f'{label} fused + torch.compile (ours)', compiled, x, repeats, macs=False))
         rows.append(inference_row(f"{label} converted (authors' structure)", ReferenceLIPT(model, True).eval(), x,
                                   repeats, macs=False))
         if preset == 'small':
             rows.append(inference_row(f'{label} training form, eval (ours)', model, x, repeats, macs=False))
             rows.append(inference_row(f"{label} training form, eval (authors' structure)",
                                       ReferenceLIPT(model, False).eval(), x, repeats, macs=False))
-        if compile_:
-            compiled = torch.compile(fused, dynamic=False)
-            rows.append(inference_row(f'{label} fused + torch.compile (ours)', compiled, x, repeats, macs=False))
+        for dtype in ('fp32', low):
+            seconds = conv_floor(fused, x, repeats, dtype)
+            print(f'{label} 3x3 convs alone, {dtype}: {seconds:.3f} s', flush=True)
+            rows.append(dict(name=f'{label}: its 3x3 convs alone (conv-bound floor)', dtype=dtype, params=0,
+                             macs=None, seconds=seconds))
     return rows
 
 
+TRAIN_VARIANTS = ('ours', 'ours + compile_rep_convs', "authors' structure")
+
+
 def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: int = 48) -> list[dict]:
-    """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels; ours vs authors' form."""
+    """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels: ours (eager, and with the
+    six-branch convs compiled) vs the authors' structure, same initial weights and data."""
     rows = []
     for preset in ('tiny', 'small'):
-        for label, build in (('ours', lambda m: m), ("authors' structure", lambda m: ReferenceLIPT(m, False))):
+        for label in TRAIN_VARIANTS:
             torch.manual_seed(0)
-            net = build(LIPT(**preset_config(preset, 2))).to(device).train()
+            model = LIPT(**preset_config(preset, 2)).to(device)
+            net = ReferenceLIPT(model, False) if label == "authors' structure" else model
+            if label == 'ours + compile_rep_convs':
+                compile_rep_convs(net)
+            net.train()
             opt = torch.optim.Adam(net.parameters(), lr=2e-4)
             lq = torch.rand(batch, 3, patch, patch, device=device)
             gt = torch.rand(batch, 3, 2 * patch, 2 * patch, device=device)
@@ -153,13 +201,23 @@ def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: in
                 nn.functional.l1_loss(net(lq), gt).backward()
                 opt.step()
 
+            step()  # compiles, if compiled; median_time warms up once more
             seconds = median_time(step, device, repeats)
             print(f'train step LIPT-{preset} ({label}): {seconds:.3f} s', flush=True)
             rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds))
     return rows
 
 
-def markdown(rows: list[dict], train: list[dict], args: argparse.Namespace, baseline: dict[str, float]) -> str:
+def memory_rows(threads: int) -> list[dict]:
+    """Peak RSS of ``lipt infer`` on one 960x540 image, x4 (3840x2160 output), 384-pixel tiles (infer_cli.py)."""
+    from benchmarks.infer_cli import run_case
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return [run_case(preset, 4, '960x540', 384, 1, threads, Path(tmp)) for preset in ('tiny', 'small')]
+
+
+def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argparse.Namespace,
+             baseline: dict[str, float]) -> str:
     h, w = args.height, args.width
     lines = [f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
              f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; {args.clock} time, '
@@ -167,36 +225,63 @@ def markdown(rows: list[dict], train: list[dict], args: argparse.Namespace, base
              "| network | dtype | params (M) | MACs (G) | time (s) | speed-up vs authors' converted (fp32) |",
              '|---|---|---|---|---|---|']
     for r in rows:
-        ref = baseline.get(r['name'].split(' ')[0])
+        ref = baseline.get(r['name'].split(' ')[0].rstrip(':'))
         speed = f"{ref / r['seconds']:.2f}x" if ref else ''
         macs = f"{r['macs'] / 1e9:.1f}" if r.get('macs') else ''
-        lines.append(f"| {r['name']} | {r['dtype']} | {r['params'] / 1e6:.3f} | {macs} | {r['seconds']:.3f} | "
-                     f'{speed} |')
-    lines += ['', 'Issue 6 goals (measured ratio / goal):', '']
-    lines += [f'- {text}: {value}' for text, value in goal_lines(rows)]
+        params = f"{r['params'] / 1e6:.3f}" if r['params'] else ''
+        lines.append(f"| {r['name']} | {r['dtype']} | {params} | {macs} | {r['seconds']:.3f} | {speed} |")
     if train:
         lines += ['', f'Training step (forward + L1 + backward + Adam), x2, batch 16, 48x48 LR patches, '
-                  f'{args.device_name}:', '', '| network | time (s) |', '|---|---|']
-        lines += [f"| {r['name']} | {r['seconds']:.3f} |" for r in train]
+                  f'{args.device_name}, {args.clock} time, median of {args.repeats} after a warm-up:', '',
+                  "| network | time (s) | speed-up vs authors' structure |", '|---|---|---|']
+        ref = {r['name'].split(' ')[0]: r['seconds'] for r in train if "authors'" in r['name']}
+        lines += [f"| {r['name']} | {r['seconds']:.3f} | {ref[r['name'].split(' ')[0]] / r['seconds']:.2f}x |"
+                  for r in train]
+    if memory:
+        lines += ['', 'Peak RSS of tiled 4K-output inference: `lipt infer`, one 960x540 image, x4 -> 3840x2160, '
+                  '384-pixel tiles, whole process (`/usr/bin/time -v`):', '',
+                  '| network | peak RSS (MiB) | time (s) |', '|---|---|---|']
+        lines += [f"| LIPT-{m['preset'].capitalize()} fused | {m['peak_rss_mib']:.0f} | {m['s_per_image']:.2f} |"
+                  for m in memory]
+    lines += ['', 'Issue 6 goals (measured ratio / goal):', '']
+    lines += [f'- {text}: {value}' for text, value in goal_lines(rows, train)]
     return '\n'.join(lines) + '\n'
 
 
-def goal_lines(rows: list[dict]) -> list[tuple[str, str]]:
-    """The issue's latency goals as measured ratios (a goal whose rows are missing is left out)."""
+def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]]:
+    """The issue's latency goals as measured ratios (a goal whose rows are missing is left out), and the most that
+    the conv-bound floor allows."""
     t = {(r['name'], r['dtype']): r['seconds'] for r in rows}
     small, tiny = ('LIPT-Small fused (ours)', 'fp32'), ('LIPT-Tiny fused (ours)', 'fp32')
+    converted = ("LIPT-Small converted (authors' structure)", 'fp32')
+    floor = ('LIPT-Small: its 3x3 convs alone (conv-bound floor)', 'fp32')
+    floor_bf16 = ('LIPT-Small: its 3x3 convs alone (conv-bound floor)', 'bf16')
+    compiled = ('LIPT-Small fused + torch.compile (ours)', 'fp32')
     checks = [
-        ("LIPT-Small fp32 vs authors' converted", ("LIPT-Small converted (authors' structure)", 'fp32'), small, 1.6),
+        ("LIPT-Small fp32 vs authors' converted", converted, small, 1.6),
+        ("LIPT-Small fp32 + torch.compile vs authors' converted", converted, compiled, 1.6),
+        ("  at most possible with the convs alone (floor)", converted, floor, 1.6),
         ('LIPT-Small fp32 vs SwinIR-light', ('SwinIR-light', 'fp32'), small, 5.0),
+        ('LIPT-Small fp32 + torch.compile vs SwinIR-light', ('SwinIR-light', 'fp32'), compiled, 5.0),
+        ('  at most possible with the convs alone (floor)', ('SwinIR-light', 'fp32'), floor, 5.0),
         ('LIPT-Tiny fp32 vs SAFMN (>= 1 means no slower)', ('SAFMN', 'fp32'), tiny, 1.0),
-        ("LIPT-Small bf16 vs authors' converted fp32", ("LIPT-Small converted (authors' structure)", 'fp32'),
-         ('LIPT-Small fused (ours)', 'bf16'), 4.0),
+        ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
+        ('  at most possible with the bf16 convs alone (floor)', converted, floor_bf16, 4.0),
     ]
     out = []
     for text, slow, fast, goal in checks:
         if slow in t and fast in t:
             ratio = t[slow] / t[fast]
             out.append((text, f"{ratio:.2f}x / {goal:.1f}x ({'met' if ratio >= goal else 'not met'})"))
+    steps = {r['name']: r['seconds'] for r in train}
+    for preset in ('Tiny', 'Small'):
+        ref = steps.get(f"LIPT-{preset} train step (authors' structure)")
+        for variant in TRAIN_VARIANTS[:2]:
+            ours = steps.get(f'LIPT-{preset} train step ({variant})')
+            if ref and ours:
+                ratio = ref / ours
+                out.append((f"LIPT-{preset} training step, {variant} vs authors' structure",
+                            f"{ratio:.2f}x / 1.5x ({'met' if ratio >= 1.5 else 'not met'})"))
     return out
 
 
@@ -240,6 +325,7 @@ def main() -> None:
     parser.add_argument('--no-peers', action='store_true')
     parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
     parser.add_argument('--train', action='store_true', help='also time the training step')
+    parser.add_argument('--no-memory', action='store_true', help='leave out the peak RSS of tiled 4K inference')
     parser.add_argument('--markdown', type=Path, help='write the table here')
     parser.add_argument('--plot', type=Path, help='write the PSNR-vs-latency PNG here')
     args = parser.parse_args()
@@ -258,7 +344,8 @@ def main() -> None:
             rows.append(inference_row(name, build().to(device).eval(), x, args.repeats))
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats) if args.train else []
-    table = markdown(rows, train, args, baseline)
+    memory = memory_rows(args.threads) if device.type == 'cpu' and not args.no_memory else []
+    table = markdown(rows, train, memory, args, baseline)
     print(table)
     if args.markdown:
         args.markdown.write_text(table)
