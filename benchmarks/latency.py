@@ -260,19 +260,25 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
     checks = [
         ("LIPT-Small fp32 vs authors' converted", converted, small, 1.6),
         ("LIPT-Small fp32 + torch.compile vs authors' converted", converted, compiled, 1.6),
-        ("  at most possible with the convs alone (floor)", converted, floor, 1.6),
+        ("LIPT-Small fp32 3x3 convs alone vs authors' converted (upper bound)", converted, floor, 1.6),
         ('LIPT-Small fp32 vs SwinIR-light', ('SwinIR-light', 'fp32'), small, 5.0),
         ('LIPT-Small fp32 + torch.compile vs SwinIR-light', ('SwinIR-light', 'fp32'), compiled, 5.0),
-        ('  at most possible with the convs alone (floor)', ('SwinIR-light', 'fp32'), floor, 5.0),
+        ('LIPT-Small fp32 3x3 convs alone vs SwinIR-light (upper bound)', ('SwinIR-light', 'fp32'), floor, 5.0),
         ('LIPT-Tiny fp32 vs SAFMN (>= 1 means no slower)', ('SAFMN', 'fp32'), tiny, 1.0),
+        ('LIPT-Tiny fp32 + torch.compile vs SAFMN', ('SAFMN', 'fp32'), ('LIPT-Tiny fused + torch.compile (ours)',
+                                                                         'fp32'), 1.0),
         ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
-        ('  at most possible with the bf16 convs alone (floor)', converted, floor_bf16, 4.0),
+        ("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16, 4.0),
     ]
     out = []
     for text, slow, fast, goal in checks:
         if slow in t and fast in t:
             ratio = t[slow] / t[fast]
-            out.append((text, f"{ratio:.2f}x / {goal:.1f}x ({'met' if ratio >= goal else 'not met'})"))
+            if 'upper bound' in text:
+                verdict = 'reachable in principle' if ratio >= goal else 'out of reach on this machine'
+            else:
+                verdict = 'met' if ratio >= goal else 'not met'
+            out.append((text, f'{ratio:.2f}x / {goal:.1f}x ({verdict})'))
     steps = {r['name']: r['seconds'] for r in train}
     for preset in ('Tiny', 'Small'):
         ref = steps.get(f"LIPT-{preset} train step (authors' structure)")
