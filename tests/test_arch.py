@@ -137,3 +137,13 @@ def test_token_index_matches_roll_mask_and_partition(height, width, window, shif
     assert torch.equal(index, _tokens_the_reference_way(height, width, window, shift, sparse))
     plain, plain_inverse = token_index(height, width, window, shift, sparse=False)
     assert torch.equal(plain[plain_inverse], torch.arange(height * width))
+
+
+def test_training_after_inference_mode_at_the_same_size():
+    """The cached attention indices built under inference_mode must not break a later training step."""
+    net = LIPT(upscale=2, num_feat=8, num_block=2, window_size=8)
+    x = torch.rand(1, 3, 19, 27)
+    with torch.inference_mode():
+        net.eval()(x)
+    net.train()(x).mean().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

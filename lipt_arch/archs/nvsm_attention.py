@@ -60,7 +60,11 @@ def _compute_token_index(height: int, width: int, window_size: int, shift: int, 
     return index, inverse
 
 
-_cached_token_index = lru_cache(maxsize=256)(_compute_token_index)
+@lru_cache(maxsize=256)
+def _cached_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool,
+                        device: torch.device) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):  # a normal tensor even when first built under inference_mode: autograd
+        return _compute_token_index(height, width, window_size, shift, sparse, device)  # may save it later
 
 
 def token_index(height: int, width: int, window_size: int, shift: int = 0, sparse: bool = False,
