@@ -57,3 +57,14 @@ def test_check_onnx_reports_the_parity(exported):
 
     model, path = exported
     assert check_onnx(model, path) <= 1e-4
+
+
+def test_window16_without_sharing_exports(tmp_path):
+    """The scaled_dot_product_attention path (window 16, shared_depth 0) exports with dynamic sizes too."""
+    from lipt_arch import reparameterize
+    from lipt_arch.export import check_onnx, export_onnx
+
+    net = reparameterize(randomize_(LIPT(upscale=2, num_feat=8, num_block=1, shared_depth=0, window_size=16), seed=3))
+    path = tmp_path / 'w16.onnx'
+    export_onnx(net, path)
+    assert check_onnx(net, path) <= 1e-4

@@ -57,3 +57,25 @@ def test_reference_structure_trains_like_ours():
         assert (grad - grad_r[name]).abs().max().item() <= 1e-9 * (1 + grad.abs().max().item()), name
     for name, stat in stats_o.items():
         assert torch.allclose(stat, stats_r[name], rtol=0, atol=1e-12), name
+
+
+def test_fused_attention_without_shared_layers_matches_the_explicit_one():
+    """shared_depth 0, window 16: the attention runs as scaled_dot_product_attention (no maps kept); it equals the
+    reference's explicit softmax(q q^T) v, forward (train and eval) and gradients."""
+    model = randomize_(LIPT(upscale=2, num_feat=8, num_block=2, shared_depth=0, window_size=16), seed=9).double()
+    assert sum(m.fused_sdpa for m in model.modules() if hasattr(m, 'fused_sdpa')) == 2
+    x = torch.rand(1, 3, 20, 36, dtype=torch.float64)
+    for mode in (False, True):
+        ours = copy.deepcopy(model).train(mode)
+        explicit = copy.deepcopy(model).train(mode)
+        for m in explicit.modules():
+            if hasattr(m, 'fused_sdpa'):
+                m.fused_sdpa = False
+        out_o, out_e = ours(x), explicit(x)
+        with torch.no_grad():
+            assert (out_o - ReferenceLIPT(model, converted=False).train(mode)(x)).abs().max().item() < 1e-10
+        assert (out_o - out_e).abs().max().item() < 1e-10
+        out_o.square().mean().backward()
+        out_e.square().mean().backward()
+        for (name, p), q in zip(ours.named_parameters(), explicit.parameters()):
+            assert (p.grad - q.grad).abs().max().item() <= 1e-9 * (1 + q.grad.abs().max().item()), name

@@ -49,14 +49,14 @@ class LIPTLayer(nn.Module):
     """``x += HRM_a(x); x += HRM_c(x); x += NVSM-SA(x); x += HRM_b(x)``, (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, num_feat: int, exp_ratio: int, window_size: int, shift: bool, calc_attn: bool,
-                 deploy: bool) -> None:
+                 deploy: bool, keep_maps: bool = True) -> None:
         super().__init__()
         self.hrm_a = HRM(num_feat, exp_ratio, deploy)
         self.hrm_c = HRM(num_feat, exp_ratio, deploy)
-        self.attn = NVSMAttention(num_feat, window_size, shift, calc_attn, deploy)
+        self.attn = NVSMAttention(num_feat, window_size, shift, calc_attn, deploy, keep_maps)
         self.hrm_b = HRM(num_feat, exp_ratio, deploy)
 
-    def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention]:
+    def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention | None]:
         x = self.hrm_a(x) + x
         x = self.hrm_c(x) + x
         y, attn = self.attn(x, attn)
@@ -71,7 +71,8 @@ class LIPTBlock(nn.Module):
                  deploy: bool) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            LIPTLayer(num_feat, exp_ratio, window_size, shift, calc_attn=(j == 0), deploy=deploy)
+            LIPTLayer(num_feat, exp_ratio, window_size, shift, calc_attn=(j == 0), deploy=deploy,
+                      keep_maps=shared_depth > 0)
             for j in range(1 + shared_depth))
 
     def forward(self, x: Tensor) -> Tensor:
