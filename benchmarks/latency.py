@@ -7,9 +7,10 @@ Rows: our fused LIPT in fp32 and bf16 (fp16 on CUDA), with ``--compile`` also un
 freezing); the authors' structure restated in benchmarks/reference_structure.py (training form, and the form after
 their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs alone); peers
 (BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with random weights
-on the same input and threads. ``--train`` adds the training step (ours eager, ours with the six-branch convs
-compiled, the authors' structure); on CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it
-out with ``--no-memory``). Writes the table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
+on the same input and threads. All rows take turns (one run each per round), so machine drift hits them alike.
+``--train`` adds the training step (ours eager, ours with the six-branch convs compiled, the authors' structure); on
+CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it out with ``--no-memory``). Writes the
+table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
 The authors' own figures (issue 6) are quoted in docs/latency.md.
 """
 from __future__ import annotations
@@ -83,18 +84,23 @@ CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
 clock = time.perf_counter
 
 
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median time of ``fn`` (wall clock, or process CPU time with ``--clock cpu``) over ``repeats`` runs after one
-    warm-up run. CPU time is the steadier measure on a shared machine (use it with ``--threads 1``)."""
-    fn()
+def median_times(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                 warmups: int = 1) -> dict[str, float]:
+    """Median time of each of ``runs`` (wall clock, or process CPU time with ``--clock cpu``): after ``warmups``
+    calls each, the runs take turns, one call each per round, for ``repeats`` rounds, so a slow spell of the machine
+    hits them alike. CPU time is the steadier measure on a shared machine (use it with ``--threads 1``)."""
+    for fn in runs.values():
+        for _ in range(warmups):
+            fn()
     synchronize(device)
-    times = []
+    times: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(repeats):
-        start = clock()
-        fn()
-        synchronize(device)
-        times.append(clock() - start)
-    return statistics.median(times)
+        for key, fn in runs.items():
+            start = clock()
+            fn()
+            synchronize(device)
+            times[key].append(clock() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def count_macs(net: nn.Module, x: torch.Tensor) -> float:
@@ -110,24 +116,32 @@ def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=amp) if amp else nullcontext()
 
 
-def inference_row(name: str, net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32',
-                  macs: bool = True) -> dict:
-    device = x.device
-    ctx = autocast(device, dtype)
+def inference_entry(name: str, net: nn.Module, x: torch.Tensor, dtype: str = 'fp32', macs: bool = True) -> dict:
+    """A table row to be timed: its ``run`` is one inference of ``net`` on ``x`` in ``dtype``."""
+    ctx = autocast(x.device, dtype)
 
     def run() -> torch.Tensor:
         with torch.inference_mode(), ctx:
             return net(x)
 
-    seconds = median_time(run, device, repeats)
     params = sum(p.numel() for p in net.parameters())
-    row = dict(name=name, dtype=dtype, params=params, macs=count_macs(net, x) if macs else None, seconds=seconds)
-    print(f"{name:42s} {dtype:5s} {params / 1e6:6.3f} M  {seconds:8.3f} s", flush=True)
-    return row
+    return dict(name=name, dtype=dtype, params=params, macs=count_macs(net, x) if macs else None, run=run)
 
 
-def conv_floor(net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32') -> float:
-    """Time of ``net``'s 3x3 convs alone, each on a random channels-last input of the shape it sees in ``net(x)``:
+def time_rows(entries: list[dict], device: torch.device, repeats: int) -> list[dict]:
+    """Time every entry's ``run`` (taking turns, :func:`median_times`); rows with ``seconds`` instead of ``run``."""
+    seconds = median_times({i: e['run'] for i, e in enumerate(entries)}, device, repeats)
+    rows = []
+    for i, entry in enumerate(entries):
+        row = {k: v for k, v in entry.items() if k != 'run'}
+        row['seconds'] = seconds[i]
+        print(f"{row['name']:52s} {row['dtype']:5s} {row['params'] / 1e6:6.3f} M  {row['seconds']:8.3f} s", flush=True)
+        rows.append(row)
+    return rows
+
+
+def conv_floor(net: nn.Module, x: torch.Tensor, dtype: str = 'fp32') -> Callable[[], None]:
+    """A run of ``net``'s 3x3 convs alone, each on a random channels-last input of the shape it sees in ``net(x)``:
     the conv-bound floor that no rearrangement of the other ops can go below."""
     shapes: list[tuple[nn.Conv2d, torch.Size]] = []
     hooks = [m.register_forward_pre_hook(lambda m, a: shapes.append((m, a[0].shape)))
@@ -138,7 +152,6 @@ def conv_floor(net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32
         hook.remove()
     inputs = [(conv, torch.rand(shape, device=x.device).contiguous(memory_format=torch.channels_last))
               for conv, shape in shapes]
-
     ctx = autocast(x.device, dtype)
 
     def run() -> None:
@@ -146,34 +159,33 @@ def conv_floor(net: nn.Module, x: torch.Tensor, repeats: int, dtype: str = 'fp32
             for conv, inp in inputs:
                 conv(inp)
 
-    return median_time(run, x.device, repeats)
+    return run
 
 
-def lipt_rows(x: torch.Tensor, scale: int, repeats: int, low: str, compile_: bool) -> list[dict]:
-    rows = []
+def lipt_entries(x: torch.Tensor, scale: int, low: str, compile_: bool) -> list[dict]:
+    """The LIPT rows (ours, the authors' structure, the conv floor) for Small and Tiny, to be timed."""
+    entries = []
     for preset in ('small', 'tiny'):
         model = LIPT(**preset_config(preset, scale)).to(x.device).eval()
         fused = reparameterize(model)
         label = f'LIPT-{preset.capitalize()}'
-        rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats))
-        rows.append(inference_row(f'{label} fused (ours)', fused, x, repeats, dtype=low, macs=False))
+        entries.append(inference_entry(f'{label} fused (ours)', fused, x))
+        entries.append(inference_entry(f'{label} fused (ours)', fused, x, dtype=low, macs=False))
         if compile_:
             import torch._inductor.config as inductor_config
             inductor_config.freezing = True  # weights become constants: oneDNN prepacks them, conv+ReLU/add fuse
             compiled = torch.compile(fused, dynamic=False)
-            rows.append(inference_row(f'{label} fused + torch.compile (ours)', compiled, x, repeats, macs=False))
-        rows.append(inference_row(f"{label} converted (authors' structure)", ReferenceLIPT(model, True).eval(), x,
-                                  repeats, macs=False))
+            entries.append(inference_entry(f'{label} fused + torch.compile (ours)', compiled, x, macs=False))
+        entries.append(inference_entry(f"{label} converted (authors' structure)", ReferenceLIPT(model, True).eval(),
+                                       x, macs=False))
         if preset == 'small':
-            rows.append(inference_row(f'{label} training form, eval (ours)', model, x, repeats, macs=False))
-            rows.append(inference_row(f"{label} training form, eval (authors' structure)",
-                                      ReferenceLIPT(model, False).eval(), x, repeats, macs=False))
+            entries.append(inference_entry(f'{label} training form, eval (ours)', model, x, macs=False))
+            entries.append(inference_entry(f"{label} training form, eval (authors' structure)",
+                                           ReferenceLIPT(model, False).eval(), x, macs=False))
         for dtype in ('fp32', low):
-            seconds = conv_floor(fused, x, repeats, dtype)
-            print(f'{label} 3x3 convs alone, {dtype}: {seconds:.3f} s', flush=True)
-            rows.append(dict(name=f'{label}: its 3x3 convs alone (conv-bound floor)', dtype=dtype, params=0,
-                             macs=None, seconds=seconds))
-    return rows
+            entries.append(dict(name=f'{label}: its 3x3 convs alone (conv-bound floor)', dtype=dtype, params=0,
+                                macs=None, run=conv_floor(fused, x, dtype)))
+    return entries
 
 
 TRAIN_VARIANTS = ('ours', 'ours + compile_rep_convs', "authors' structure")
@@ -187,18 +199,7 @@ def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: in
     rows = []
     for preset in ('tiny', 'small'):
         steps = {label: _train_step(preset, label, device, batch, patch) for label in TRAIN_VARIANTS}
-        for step in steps.values():
-            step()  # compiles, if compiled
-            step()
-        times: dict[str, list[float]] = {label: [] for label in steps}
-        for _ in range(repeats):
-            for label, step in steps.items():
-                start = clock()
-                step()
-                synchronize(device)
-                times[label].append(clock() - start)
-        for label, values in times.items():
-            seconds = statistics.median(values)
+        for label, seconds in median_times(steps, device, repeats, warmups=2).items():  # 1st step compiles
             print(f'train step LIPT-{preset} ({label}): {seconds:.3f} s', flush=True)
             rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds))
     return rows
@@ -235,8 +236,8 @@ def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argp
              baseline: dict[str, float]) -> str:
     h, w = args.height, args.width
     lines = [f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
-             f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; {args.clock} time, '
-             f'median of {args.repeats} runs after a warm-up; random weights.', '',
+             f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; {args.clock} time; the networks '
+             f'take turns, median of {args.repeats} rounds after a warm-up; random weights.', '',
              "| network | dtype | params (M) | MACs (G) | time (s) | speed-up vs authors' converted (fp32) |",
              '|---|---|---|---|---|---|']
     for r in rows:
@@ -360,10 +361,10 @@ def main() -> None:
     args.device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     x = torch.rand(1, 3, args.height, args.width, device=device)
     low = 'fp16' if device.type == 'cuda' else 'bf16'
-    rows = lipt_rows(x, args.scale, args.repeats, low, args.compile)
+    entries = lipt_entries(x, args.scale, low, args.compile)
     if not args.no_peers:
-        for name, build in peers(args.scale).items():
-            rows.append(inference_row(name, build().to(device).eval(), x, args.repeats))
+        entries += [inference_entry(name, build().to(device).eval(), x) for name, build in peers(args.scale).items()]
+    rows = time_rows(entries, device, args.repeats)
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats) if args.train else []
     memory = memory_rows(args.threads) if device.type == 'cpu' and not args.no_memory else []

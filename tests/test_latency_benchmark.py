@@ -13,7 +13,7 @@ from benchmarks import latency  # noqa: E402
 def test_latency_table_rows_and_goals():
     torch.manual_seed(0)
     x = torch.rand(1, 3, 12, 20)
-    rows = latency.lipt_rows(x, scale=2, repeats=1, low='bf16', compile_=False)
+    rows = latency.time_rows(latency.lipt_entries(x, scale=2, low='bf16', compile_=False), x.device, repeats=1)
     names = {(r['name'], r['dtype']) for r in rows}
     for preset in ('Small', 'Tiny'):
         assert (f'LIPT-{preset} fused (ours)', 'fp32') in names
