@@ -96,8 +96,7 @@ class NVSMAttention(nn.Module):
     ``scaled_dot_product_attention`` per half. ``calc_attn=False`` (a shared layer): ``proj_in`` maps C -> C, two
     halves of C/2 value channels, and the maps passed in are applied; as in the reference, half 1's values come from
     plain (not resampled) windows. ``shift`` rolls both halves by half a window first (and back after). ``deploy``
-    builds ``proj_in`` with the BatchNorm
-    folded in. The output is channels-last in memory.
+    builds ``proj_in`` with the BatchNorm folded in. The output is channels-last in memory.
     """
 
     def __init__(self, channels: int, window_size: int = 8, shift: bool = False, calc_attn: bool = True,
