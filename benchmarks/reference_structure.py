@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lipt_arch.archs.hrm import RepConv3x3
+from lipt_arch.archs.hrm import BorderedBatchNorm, RepConv3x3
 from lipt_arch.archs.lipt_arch import LIPT, reflect_pad
 from lipt_arch.archs.nvsm_attention import NVSMAttention, sparse_offsets
 
@@ -31,11 +31,9 @@ def _pad_with(y: Tensor, value: Tensor) -> Tensor:
     return out
 
 
-def _bn_and_pad(bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
+def _bn_and_pad(bn: BorderedBatchNorm, x: Tensor) -> Tensor:
     """The reference's BN-and-pad: BatchNorm, then the frame holds BN(0) under the running statistics."""
-    y = nn.BatchNorm2d.forward(bn, x)
-    frame = bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    return _pad_with(y, frame)
+    return _pad_with(nn.BatchNorm2d.forward(bn, x), bn.frame_value())
 
 
 class ReferenceRepConv(nn.Module):

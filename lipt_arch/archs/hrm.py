@@ -33,11 +33,15 @@ class BorderedBatchNorm(nn.BatchNorm2d):
     would cost four full-size gradient copies in the backward pass).
     """
 
+    @torch.no_grad()
+    def frame_value(self) -> Tensor:
+        """BN(0) under the running statistics, (C,): the value of the frame (no gradient)."""
+        return self.bias - self.running_mean * self.weight / torch.sqrt(self.running_var + self.eps)
+
     def forward(self, x: Tensor) -> Tensor:
         out = F.pad(super().forward(x), [1, 1, 1, 1])
         with torch.no_grad():
-            frame = self.bias - self.running_mean * self.weight / torch.sqrt(self.running_var + self.eps)
-            frame = frame.view(1, -1, 1).to(out.dtype)
+            frame = self.frame_value().view(1, -1, 1).to(out.dtype)
             out[:, :, 0, :] = frame
             out[:, :, -1, :] = frame
             out[:, :, :, 0] = frame
