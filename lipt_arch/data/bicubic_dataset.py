@@ -2,7 +2,8 @@
 
 BasicSR dataset ``BicubicSRDataset``. Option keys (besides BasicSR's own: ``name``, ``type``, batch sizes, ...):
 
-- ``dataroot_gt`` (a folder or a list of folders): HR images (png, jpg, bmp, tif) directly in each folder.
+- ``dataroot_gt`` (a folder) or ``hr_folders`` (a list of folders): HR images (png, jpg, bmp, tif) directly in each
+  folder (BasicSR itself takes ``dataroot_gt`` to be one path, hence the second key for several).
 - ``scale`` (int, set by BasicSR from the top-level ``scale``): LR = MATLAB bicubic of the modcropped HR, 8-bit
   rounded (:func:`lipt_arch.data.sr_pairs.make_pair`), made once when the dataset is built and held in memory.
 - ``gt_size`` (int, training): random HR crop size, with ``use_hflip`` / ``use_rot`` augmentation (default on).
@@ -37,11 +38,14 @@ class BicubicSRDataset(PairedMemoryDataset):
         scale = _positive_int(opt, 'scale')
         if scale is None:
             raise ValueError("BicubicSRDataset needs option 'scale'")
-        roots = opt.get('dataroot_gt')
-        roots = [roots] if isinstance(roots, str) else roots
-        if not roots or not all(isinstance(r, str) for r in roots):
-            raise ValueError(f"BicubicSRDataset option 'dataroot_gt' must be a folder or a list of folders, "
-                             f"got {opt.get('dataroot_gt')!r}")
+        if ('dataroot_gt' in opt) == ('hr_folders' in opt):
+            raise ValueError("BicubicSRDataset needs exactly one of 'dataroot_gt' (a folder) and 'hr_folders' "
+                             "(a list of folders)")
+        roots = [opt['dataroot_gt']] if 'dataroot_gt' in opt else opt['hr_folders']
+        key = 'dataroot_gt' if 'dataroot_gt' in opt else 'hr_folders'
+        if isinstance(roots, str) or not roots or not all(isinstance(r, str) for r in roots):
+            raise ValueError(f'BicubicSRDataset option {key!r} must be a folder (dataroot_gt) or a non-empty list '
+                             f'of folders (hr_folders), got {opt[key]!r}')
         gt_size = _positive_int(opt, 'gt_size')
         if opt.get('phase') == 'train' and gt_size is None:
             raise ValueError("BicubicSRDataset option 'gt_size' is required for training")
