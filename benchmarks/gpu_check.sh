@@ -13,8 +13,8 @@
 #      LIPT-Tiny and LIPT-Small, and SPAN, SAFMN, SwinIR-light (benchmarks/latency.py --device cuda --compile)
 #   4. 200 training iterations of LIPT-Small x2 under `basicsr train` (options/gpu_check_LIPT_x2.yml)
 # The GPU machine has no network: basicsr and spandrel travel as wheels (.gpu_wheels, made by --prepare), the
-# golden tensors as a copy of ../shared/golden (.gpu_shared/golden); both folders are git-ignored locally
-# (.git/info/exclude) and must be named in the run's carry list.
+# golden tensors as a copy of ../shared/golden (.gpu_shared/golden); both folders are in .gitignore and must be
+# named in the run's carry list.
 set -uo pipefail
 
 MODE=run
@@ -36,7 +36,6 @@ WHEEL_PACKAGES=(basicsr==1.4.2 spandrel)
 if [ "$MODE" = prepare ]; then
   set -e
   mkdir -p "$WHEELS" .gpu_shared
-  for p in .gpu_wheels .gpu_shared; do grep -qxF "/$p/" .git/info/exclude 2>/dev/null || echo "/$p/" >> .git/info/exclude; done
   python -m pip wheel --no-deps --no-build-isolation -w "$WHEELS" "${WHEEL_PACKAGES[@]}"
   rm -rf .gpu_shared/golden && cp -r "${LIPT_SHARED:-$REPO/../shared}/golden" .gpu_shared/golden
   du -sh "$WHEELS" .gpu_shared
