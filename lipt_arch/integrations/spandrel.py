@@ -84,8 +84,9 @@ class LIPTArch(Architecture[LIPT]):
         if config is None and options['upscale'] == 1 and not loaded.stored_fused:
             assumed.append('img_residual=False')
         if assumed:
-            warnings.warn(f"LIPT: {', '.join(assumed)} assumed (not recorded in this state dict); for other values "
-                          'load the file with lipt_arch.load_model / lipt convert', stacklevel=2)
+            warnings.warn(f"LIPT: {', '.join(assumed)} assumed (not recorded in this state dict); to set it, write a "
+                          'fused checkpoint that records it (lipt convert IN OUT.safetensors --window-size N, or '
+                          'lipt_arch.save_model) and load that', stacklevel=2)
         preset = matching_preset(options)
         tags = [f'{options["num_feat"]}nf', f'{options["num_block"]}nb', f'w{options["window_size"]}']
         return ImageModelDescriptor(
