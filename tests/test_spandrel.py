@@ -150,9 +150,10 @@ def test_only_lipt_claims_lipt_state_dicts():
         assert claims == ['LIPT'], name
 
 
+# spandrel's own network classes, small settings
 PEERS = {'Compact': {}, 'DITN': {}, 'DnCNN': {}, 'ESRGAN': {'in_nc': 3, 'out_nc': 3, 'num_blocks': 2}, 'HAT': {},
          'OmniSR': {}, 'PLKSR': {}, 'RCAN': {'n_resgroups': 2, 'n_resblocks': 2}, 'SAFMN': {'dim': 16},
-         'SPAN': {'num_in_ch': 3, 'num_out_ch': 3}, 'SwinIR': {'img_size': 32, 'window_size': 8}}  # spandrel's own network classes
+         'SPAN': {'num_in_ch': 3, 'num_out_ch': 3}, 'SwinIR': {'img_size': 32, 'window_size': 8}}
 
 
 def _peer_network(arch_id: str) -> torch.nn.Module:
