@@ -72,6 +72,10 @@ def test_config_not_in_the_tensors_is_kept(tmp_path):
     # the same dict handed over in memory (as ComfyUI does after its own torch.load) keeps it too
     raw = torch.load(tmp_path / 'odd.pth', weights_only=True)
     assert ModelLoader().load_from_state_dict(raw).model.config['img_range'] == 255.0
+    # the bare tensors cannot know: the defaults are taken, and the warning says which
+    with pytest.warns(UserWarning, match='window_size=8, img_residual=False assumed'):
+        bare = ModelLoader().load_from_state_dict(raw['params'])
+    assert bare.model.config['window_size'] == 8 and not bare.model.config['img_residual']
 
 
 def test_basicsr_training_checkpoint_is_fused_on_load(tiny, tmp_path):

@@ -81,7 +81,7 @@ class LIPTArch(Architecture[LIPT]):
         loaded = load_any({'params': dict(state_dict), 'config': config} if config else dict(state_dict))
         model, options = loaded.model, loaded.config
         assumed = list(loaded.assumed)
-        if config is None and options['upscale'] == 1 and not loaded.stored_fused:
+        if config is None and options['upscale'] == 1 and loaded.kind != 'official':  # the authors' have none
             assumed.append('img_residual=False')
         if assumed:
             warnings.warn(f"LIPT: {', '.join(assumed)} assumed (not recorded in this state dict); to set it, write a "
