@@ -45,16 +45,19 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_any(path: str | os.PathLike, upscale: int | None = None, window_size: int | None = None) -> LoadedModel:
-    """Open ``path`` (any kind in :data:`KINDS`), check ``upscale`` / ``window_size`` when given, and fuse.
+def load_any(path: str | os.PathLike | Mapping[str, Any], upscale: int | None = None, window_size: int | None = None
+             ) -> LoadedModel:
+    """Open ``path`` (any kind in :data:`KINDS`; or such a checkpoint already in memory), check ``upscale`` /
+    ``window_size`` when given, and fuse.
 
     Raises :class:`~lipt_arch.checkpoint.CheckpointError` with a one-line message naming the file.
     """
-    source = os.fspath(path)
-    raw = read_checkpoint(source)
+    in_memory = isinstance(path, Mapping)
+    source = 'state dict' if in_memory else os.fspath(path)
+    raw = path if in_memory else read_checkpoint(source)
     assumed: list[str] = []
     if isinstance(raw, Mapping) and isinstance(raw.get('config'), Mapping):
-        model, kind = load_model(source), 'fused'
+        model, kind = load_model(raw if in_memory else source), 'fused'
         _check(source, model.config, upscale, window_size)
     else:
         state = unwrap_state_dict(raw, source)

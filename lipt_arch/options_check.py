@@ -57,13 +57,19 @@ def _check_network(net: dict[str, Any], scale: Any) -> None:
         raise OptionError(f'network_g.type: unknown LIPT type or preset {kind!r} (known: {", ".join(known)}){hint}')
     if 'window_size' in net and net['window_size'] not in WINDOW_SIZES:
         raise OptionError(f'network_g.window_size: must be one of {_join(WINDOW_SIZES)}, got {net["window_size"]!r}')
-    upscale = net.get('upscale')
+    upscale, alias = net.get('upscale'), net.get('scale')  # scale: LIPT's alias of upscale
     if upscale is not None and upscale not in SCALES:
         raise OptionError(f'network_g.upscale: must be one of {_join(SCALES)}, got {upscale!r}')
+    if alias is not None and alias not in SCALES:
+        raise OptionError(f'network_g.scale: must be one of {_join(SCALES)}, got {alias!r}')
+    if upscale is not None and alias is not None and upscale != alias:
+        raise OptionError(f'network_g.scale: {alias} differs from network_g.upscale: {upscale} (give one of them)')
+    upscale = alias if upscale is None else upscale
     if scale is not None and scale not in SCALES:
         raise OptionError(f'scale: must be one of {_join(SCALES)}, got {scale!r}')
     if upscale is not None and scale is not None and upscale != scale:
-        raise OptionError(f'scale: {scale} differs from network_g.upscale: {upscale}')
+        given = 'network_g.upscale' if 'upscale' in net else 'network_g.scale'
+        raise OptionError(f'scale: {scale} differs from {given}: {upscale}')
 
 
 def _check_dataset(name: str, dataset: dict[str, Any], scale: Any) -> None:

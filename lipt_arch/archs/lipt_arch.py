@@ -20,6 +20,15 @@ WINDOW_SIZES = (8, 16)
 SCALES = (1, 2, 3, 4)
 
 
+def resolve_upscale(upscale: int | None, scale: int | None, default: int | None = None) -> int | None:
+    """The scale given as ``upscale`` or as its alias ``scale`` (the name traiNNer-redux, neosr and spandrel use);
+    ``default`` when neither is given. Raises ``ValueError`` naming both when both are given and differ."""
+    if upscale is not None and scale is not None and upscale != scale:
+        raise ValueError(f"LIPT options 'upscale' ({upscale!r}) and its alias 'scale' ({scale!r}) disagree; give one "
+                         'of them')
+    return upscale if upscale is not None else scale if scale is not None else default
+
+
 def mirror_index(length: int, padded: int, device: torch.device | str = 'cpu') -> Tensor:
     """Index (padded,) that extends an axis of ``length`` by mirroring: 0, 1, .., L-1, L-2, .., 1, 0, 1, ..
 
@@ -87,7 +96,8 @@ class LIPT(nn.Module):
     """LIPT for super-resolution (``upscale`` 2, 3, 4) and restoration (``upscale`` 1).
 
     Args:
-        upscale: output size / input size: 1, 2, 3 or 4.
+        upscale: output size / input size: 1, 2, 3 or 4 (default 4).
+        scale: alias of ``upscale`` (for callers that name it so, e.g. traiNNer-redux's ``build_network``).
         num_in_ch, num_out_ch: image channels.
         num_feat: width C (even).
         num_block: number of LIPT blocks; block i uses shifted windows iff i is odd.
@@ -104,11 +114,12 @@ class LIPT(nn.Module):
     [0, 1] (not clamped).
     """
 
-    def __init__(self, upscale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
+    def __init__(self, upscale: int | None = None, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_block: int = 6, shared_depth: int = 1, window_size: int = 8, exp_ratio: int = 1,
                  img_range: float = 1.0, rgb_mean: tuple[float, ...] = RGB_MEAN, img_residual: bool = False,
-                 deploy: bool = False) -> None:
+                 deploy: bool = False, scale: int | None = None) -> None:
         super().__init__()
+        upscale = resolve_upscale(upscale, scale, default=4)
         _check_options(upscale=upscale, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
                        num_block=num_block, shared_depth=shared_depth, window_size=window_size, exp_ratio=exp_ratio,
                        img_range=img_range)

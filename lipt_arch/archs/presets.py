@@ -10,7 +10,7 @@ from typing import Any
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .lipt_arch import LIPT
+from .lipt_arch import LIPT, resolve_upscale
 
 # num_block is the reference's m_elan / (1 + n_share), per scale.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -20,10 +20,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_config(preset: str, upscale: int, **overrides: Any) -> dict[str, Any]:
-    """LIPT constructor keywords of a named preset at ``upscale``, with ``overrides`` applied on top."""
+def preset_config(preset: str, upscale: int | None = None, scale: int | None = None, **overrides: Any
+                  ) -> dict[str, Any]:
+    """LIPT constructor keywords of a named preset at ``upscale`` (or its alias ``scale``; one of them is needed),
+    with ``overrides`` applied on top."""
     if preset not in PRESETS:
         raise ValueError(f"unknown LIPT preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    upscale = resolve_upscale(upscale, scale)
+    if upscale is None:
+        raise ValueError(f'LIPT preset {preset!r} needs upscale (or its alias scale)')
     config = dict(PRESETS[preset], upscale=upscale)
     if upscale not in config['num_block']:
         raise ValueError(f"LIPT option 'upscale' must be one of {sorted(config['num_block'])}, got {upscale!r}")
@@ -33,18 +38,18 @@ def preset_config(preset: str, upscale: int, **overrides: Any) -> dict[str, Any]
 
 
 @ARCH_REGISTRY.register()
-def LIPT_tiny(upscale: int = 2, **overrides: Any) -> LIPT:  # noqa: N802  (BasicSR type names)
+def LIPT_tiny(upscale: int | None = None, scale: int | None = None, **overrides: Any) -> LIPT:  # noqa: N802  (BasicSR)
     """LIPT-Tiny (about 0.36 M fused parameters)."""
-    return LIPT(**preset_config('tiny', upscale, **overrides))
+    return LIPT(**preset_config('tiny', resolve_upscale(upscale, scale, default=2), **overrides))
 
 
 @ARCH_REGISTRY.register()
-def LIPT_small(upscale: int = 2, **overrides: Any) -> LIPT:  # noqa: N802
+def LIPT_small(upscale: int | None = None, scale: int | None = None, **overrides: Any) -> LIPT:  # noqa: N802
     """LIPT-Small, the paper's main model (2.33 / 2.80 / 2.81 M fused parameters at x2 / x3 / x4)."""
-    return LIPT(**preset_config('small', upscale, **overrides))
+    return LIPT(**preset_config('small', resolve_upscale(upscale, scale, default=2), **overrides))
 
 
 @ARCH_REGISTRY.register()
-def LIPT_base(upscale: int = 2, **overrides: Any) -> LIPT:  # noqa: N802
+def LIPT_base(upscale: int | None = None, scale: int | None = None, **overrides: Any) -> LIPT:  # noqa: N802
     """LIPT-Base (about 26 M fused parameters, window 16, no attention sharing)."""
-    return LIPT(**preset_config('base', upscale, **overrides))
+    return LIPT(**preset_config('base', resolve_upscale(upscale, scale, default=2), **overrides))

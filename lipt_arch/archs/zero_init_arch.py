@@ -19,7 +19,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .hrm import HRM, RepConv3x3
-from .lipt_arch import LIPT
+from .lipt_arch import LIPT, resolve_upscale
 from .nvsm_attention import NVSMAttention
 from .presets import preset_config
 
@@ -48,8 +48,10 @@ def zero_init_residual_(model: nn.Module) -> nn.Module:
 
 
 @ARCH_REGISTRY.register()
-def LIPT_zero_init(preset: str | None = None, upscale: int = 2, **kwargs: Any) -> LIPT:  # noqa: N802
+def LIPT_zero_init(preset: str | None = None, upscale: int | None = None, scale: int | None = None,  # noqa: N802
+                   **kwargs: Any) -> LIPT:
     """A :class:`LIPT` (from ``preset`` plus ``kwargs``, or from ``kwargs`` alone) with zero-initialised residual
-    branches (:func:`zero_init_residual_`)."""
+    branches (:func:`zero_init_residual_`); ``scale`` is an alias of ``upscale`` (default 2)."""
+    upscale = resolve_upscale(upscale, scale, default=2)
     config = preset_config(preset, upscale, **kwargs) if preset is not None else dict(kwargs, upscale=upscale)
     return zero_init_residual_(LIPT(**config))

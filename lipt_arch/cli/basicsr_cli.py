@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import yaml
 
 import lipt_arch  # noqa: F401  (registers LIPT, applies lipt_arch.basicsr_fixes)
+from lipt_arch.bundled_options import OptionNotFoundError, resolve_option
 from lipt_arch.checkpoint import CheckpointError
 from lipt_arch.models.lipt_model import NonFiniteLossError, OptionError
 from lipt_arch.options_check import check_lipt_options
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', required=True, metavar='{train,test}')
     for name, (summary, description) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=description)
-        sub.add_argument('-opt', required=True, metavar='YML', help='option YAML file (e.g. options/train_LIPT_x2.yml)')
+        sub.add_argument('-opt', required=True, metavar='YML',
+                         help='option YAML file (e.g. options/train_LIPT_x2.yml), or the name of a bundled one when no '
+                              'such file is here (demo, train_LIPT_tiny_x2; `lipt options` lists them)')
         sub.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                          help='distributed launcher: pytorch under torchrun (default: none, one process)')
         sub.add_argument('--auto_resume', action='store_true',
@@ -103,8 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     rest = argv[argv.index(args.command) + 1:]
-    if not os.path.isfile(args.opt):
-        return _fail(args.command, f'-opt: option file not found: {args.opt}')
+    try:
+        rest = _with_option_path(rest, resolve_option(args.opt))
+    except OptionNotFoundError as err:
+        return _fail(args.command, f'-opt: {err}')
     try:
         run(args.command, rest)
     except (CheckpointError, OptionError) as err:
@@ -116,6 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except yaml.YAMLError as err:
         return _fail(args.command, f'{args.opt}: not valid YAML: {str(err).splitlines()[0]}')
     return 0
+
+
+def _with_option_path(argv: list[str], path: str) -> list[str]:
+    """``argv`` with the value of ``-opt`` (``-opt X`` or ``-opt=X``) replaced by ``path``."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token == '-opt' and i + 1 < len(out):
+            out[i + 1] = path
+        elif token.startswith('-opt='):
+            out[i] = f'-opt={path}'
+    return out
 
 
 def _fail(command: str, message: str) -> int:

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
 
     sub.add_parser('models', help='list the pretrained models shipped in the package, with their scores')
+
+    p = sub.add_parser('options', help='list the bundled BasicSR option files, or print the path of one',
+                       description='Bundled option files run from any directory: basicsr train -opt NAME (or copy '
+                                   'the file printed by lipt options NAME and edit it).')
+    p.add_argument('name', nargs='?', help='print the file `basicsr train -opt NAME` uses: NAME itself when it is a '
+                                           'file here, else the bundled option of that name (e.g. demo)')
     return parser
 
 
@@ -311,7 +317,22 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info, 'models': _models}
+def _options(args: argparse.Namespace) -> int:
+    from lipt_arch.bundled_options import ALIASES, bundled_options, options_dir, resolve_option
+
+    if args.name is not None:
+        print(resolve_option(args.name))
+        return 0
+    print(f'bundled options in {options_dir()} (run one with: basicsr train -opt NAME):')
+    for alias, target in ALIASES.items():
+        print(f'  {alias}  (= {target})')
+    for name in bundled_options():
+        print(f'  {name}')
+    return 0
+
+
+COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info, 'models': _models,
+            'options': _options}
 
 if __name__ == '__main__':
     sys.exit(main())
