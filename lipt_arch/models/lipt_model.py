@@ -191,7 +191,7 @@ class LIPTModel(SRModel):
         if speed.channels_last:
             lq, gt = training_speed.to_channels_last(lq), training_speed.to_channels_last(gt)
         with training_speed.autocast(speed, self.device):
-            self.output = (self.train_forward or self.net_g)(lq)
+            self.output = (self.net_g if self.train_forward is None else self.train_forward)(lq)
             losses: dict[str, torch.Tensor] = {}
             if self.cri_pix:
                 losses['l_pix'] = self.cri_pix(self.output, gt)
