@@ -142,6 +142,12 @@ class LIPTModel(SRModel):
         logger.info(f'Training steps: {self.speed.describe()}; validation: fused network, float32.')
 
     # networks ------------------------------------------------------------------------------------------------
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """BasicSR's, with ``train.channels_last`` applied first, so a DDP wrapper sees the final parameter layout."""
+        if self.opt.get('is_train') and (self.opt.get('train') or {}).get('channels_last') is True:
+            net = net.to(memory_format=torch.channels_last)
+        return super().model_to_device(net)
+
     def validation_network(self) -> nn.Module:
         """The network validation and export use: ``net_g_ema`` if EMA is on, else the bare ``net_g``."""
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
