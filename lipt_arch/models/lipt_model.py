@@ -114,7 +114,7 @@ class LIPTModel(SRModel):
     _consecutive_skips = 0  # fp16 steps in a row skipped by the gradient scaler
     speed = training_speed.SpeedOptions()  # train.amp / channels_last / compile, read by init_training_settings
     train_forward: nn.Module | None = None  # what the training forward calls: net_g, or torch.compile(net_g)
-    grad_scaler: torch.amp.GradScaler | None = None  # enabled under amp: fp16
+    grad_scaler = torch.amp.GradScaler('cpu', enabled=False)  # a pass-through; an enabled one under amp: fp16
 
     def __init__(self, opt: dict) -> None:
         try:
@@ -196,7 +196,7 @@ class LIPTModel(SRModel):
         lq, gt = self.lq, self.gt
         if speed.channels_last:
             lq, gt = training_speed.to_channels_last(lq), training_speed.to_channels_last(gt)
-        with training_speed.autocast(speed, self.device):
+        with training_speed.autocast(speed, lq.device):  # the model's device (feed_data put the batch there)
             self.output = (self.net_g if self.train_forward is None else self.train_forward)(lq)
             losses: dict[str, torch.Tensor] = {}
             if self.cri_pix:
@@ -255,16 +255,15 @@ class LIPTModel(SRModel):
 
     def extra_training_state(self) -> dict:
         """What the training state holds beyond BasicSR's: ``grad_scaler`` (its state dict) under ``amp: fp16``."""
-        scaler = self.grad_scaler
-        return {'grad_scaler': scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
+        return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler.is_enabled() else {}
 
     def resume_training(self, resume_state: dict) -> None:
         """BasicSR's resume (optimizers, schedulers), plus the fp16 gradient scaler's state when both have one."""
         super().resume_training(resume_state)
         saved, scaler = resume_state.get('grad_scaler'), self.grad_scaler
-        if scaler is not None and scaler.is_enabled() and saved:
+        if scaler.is_enabled() and saved:
             scaler.load_state_dict(saved)
-        elif scaler is not None and scaler.is_enabled():
+        elif scaler.is_enabled():
             get_root_logger().info('Resume: the training state has no gradient scaler (trained without amp: fp16); '
                                    'the scaler starts afresh.')
         elif saved:
