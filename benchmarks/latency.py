@@ -8,7 +8,7 @@ freezing); the authors' structure restated in benchmarks/reference_structure.py 
 their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs alone); peers
 (BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with random weights
 on the same input and threads. All rows take turns (one run each per round), so machine drift hits them alike.
-``--train`` adds the training step (ours eager, ours with the six-branch convs compiled, the authors' structure); on
+``--train`` adds the training step (ours eager, compiled, in bf16 AMP (fp16 too on CUDA), the authors' structure); on
 CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it out with ``--no-memory``). Writes the
 table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
 The authors' own figures (issue 6) are quoted in docs/latency.md.
@@ -34,7 +34,8 @@ import lipt_arch  # noqa: E402,F401
 from benchmarks.machine import describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
-from lipt_arch.archs import compile_rep_convs  # noqa: E402
+from lipt_arch.models import training_speed  # noqa: E402
+from lipt_arch.models.training_speed import SpeedOptions  # noqa: E402
 
 # x4 Urban100 PSNR from the paper's table (LIPT_SPEC.md section 5), for the plot.
 PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}
@@ -191,38 +192,61 @@ def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compil
     return entries
 
 
-TRAIN_VARIANTS = ('ours', 'ours + compile_rep_convs', "authors' structure")
+TRAIN_VARIANTS = {  # label: LIPTModel's train.amp / channels_last / compile options (None: the authors' structure)
+    'ours': SpeedOptions(),
+    'ours + compile_rep_convs': SpeedOptions(compile='rep_convs'),
+    'ours, bf16 AMP': SpeedOptions('bf16'),
+    'ours, bf16 AMP + channels_last': SpeedOptions('bf16', channels_last=True),
+    'ours, bf16 AMP + compile_rep_convs': SpeedOptions('bf16', compile='rep_convs'),
+    'ours, bf16 AMP + compile network': SpeedOptions('bf16', compile='network'),
+    "authors' structure": None,
+}
+CUDA_TRAIN_VARIANTS = {  # added on a GPU
+    'ours, fp16 AMP': SpeedOptions('fp16'),
+    'ours, fp16 AMP + channels_last': SpeedOptions('fp16', channels_last=True),
+}
+AMP_TRAIN_GOALS = (3.0, 2.0)  # issue 12: bf16 AMP step vs the authors' fp32 step, CPUs with AMX / AVX512-BF16 only
 
 
 def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: int = 48) -> list[dict]:
-    """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels: ours (eager, and with the
-    six-branch convs compiled) vs the authors' structure, same initial weights and data. The variants of a preset
-    take turns, one step each per round (``repeats`` rounds after two warm-up steps each), so a slow spell of the
-    machine hits them alike; each row is the median over the rounds."""
+    """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels: ours (eager; six-branch
+    convs compiled; bf16 AMP alone, with channels-last, with compiled convs or network; fp16 AMP on CUDA: the step
+    LIPTModel runs for those train options) vs the authors' structure in fp32, same initial weights and data. The
+    variants of a preset take turns, one step each per round (``repeats`` rounds after two warm-up steps each), so a
+    slow spell of the machine hits them alike; each row is the median over the rounds."""
+    variants = {**TRAIN_VARIANTS, **(CUDA_TRAIN_VARIANTS if device.type == 'cuda' else {})}
     rows = []
     for preset in ('tiny', 'small'):
-        steps = {label: _train_step(preset, label, device, batch, patch) for label in TRAIN_VARIANTS}
+        steps = {label: _train_step(preset, speed, device, batch, patch) for label, speed in variants.items()}
         for label, seconds in median_times(steps, device, repeats, warmups=2).items():  # 1st step compiles
             print(f'train step LIPT-{preset} ({label}): {seconds:.3f} s', flush=True)
             rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds))
     return rows
 
 
-def _train_step(preset: str, label: str, device: torch.device, batch: int, patch: int) -> Callable[[], None]:
+def _train_step(preset: str, speed: SpeedOptions | None, device: torch.device, batch: int,
+                patch: int) -> Callable[[], torch.Tensor]:
     torch.manual_seed(0)
     model = LIPT(**preset_config(preset, 2)).to(device)
-    net = ReferenceLIPT(model, False) if label == "authors' structure" else model
-    if label == 'ours + compile_rep_convs':
-        compile_rep_convs(net)
+    net = ReferenceLIPT(model, False) if speed is None else model
+    speed = speed or SpeedOptions()
     net.train()
+    forward = training_speed.prepare_training_network(net, net, speed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+    scaler = training_speed.grad_scaler(speed, device)
     lq = torch.rand(batch, 3, patch, patch, device=device)
     gt = torch.rand(batch, 3, 2 * patch, 2 * patch, device=device)
+    if speed.channels_last:
+        lq, gt = training_speed.to_channels_last(lq), training_speed.to_channels_last(gt)
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        nn.functional.l1_loss(net(lq), gt).backward()
-        opt.step()
+        with training_speed.autocast(speed, device):
+            loss = nn.functional.l1_loss(forward(lq), gt)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
 
     return step
 
@@ -304,12 +328,19 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
     steps = {r['name']: r['seconds'] for r in train}
     for preset in ('Tiny', 'Small'):
         ref = steps.get(f"LIPT-{preset} train step (authors' structure)")
-        for variant in TRAIN_VARIANTS[:2]:
+        for variant, speed in {**TRAIN_VARIANTS, **CUDA_TRAIN_VARIANTS}.items():
             ours = steps.get(f'LIPT-{preset} train step ({variant})')
-            if ref and ours:
-                ratio = ref / ours
+            if not (ref and ours and speed):
+                continue
+            ratio = ref / ours
+            if speed.amp is None:
                 out.append((f"LIPT-{preset} training step, {variant} vs authors' structure",
                             f"{ratio:.2f}x / 1.5x ({'met' if ratio >= 1.5 else 'not met'})"))
+            else:
+                amx, avx512 = AMP_TRAIN_GOALS
+                out.append((f"LIPT-{preset} training step, {variant} vs authors' structure fp32",
+                            f'{ratio:.2f}x / {amx:.1f}x on AMX CPUs, {avx512:.1f}x on AVX512-BF16 CPUs '
+                            f"({'met' if ratio >= amx else 'AVX512-BF16 goal met' if ratio >= avx512 else 'not met'})"))
     return out
 
 

@@ -6,6 +6,7 @@ HR is modcropped, LR is MATLAB-style bicubic (rounded to 8 bits), grayscale imag
 BasicSR's ``calculate_psnr`` on the Y channel with ``crop_border = scale``, always of the fused network.
 
     python benchmarks/train_t91.py --minutes 20 --eval-every 2.5 --out docs/training.md --png docs/training_t91.png
+    python benchmarks/train_t91.py --minutes 20 --amp bf16    # bf16 autocast steps, as LIPTModel's train.amp
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from lipt_arch.data.sr_pairs import (
     psnr_y,
     seed_everything,
 )
+from lipt_arch.models import training_speed
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SETS = ('Set5', 'Set14')
@@ -70,6 +72,11 @@ class Curve:
     rows: list[tuple[float, int, float, dict[str, float]]] = field(default_factory=list)
 
 
+def training_options(args: argparse.Namespace) -> training_speed.SpeedOptions:
+    """LIPTModel's ``train.amp`` / ``train.channels_last`` for ``--amp`` / ``--channels-last``."""
+    return training_speed.SpeedOptions(None if args.amp == 'none' else args.amp, args.channels_last)
+
+
 def lr_at(step: int, elapsed: float, budget: float, base_lr: float, warmup: int, min_ratio: float) -> float:
     """Linear warmup over ``warmup`` steps, then cosine decay in *time* down to ``min_ratio * base_lr``."""
     warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
@@ -84,6 +91,10 @@ def train(args: argparse.Namespace, train_pairs: list[SRPair], test_sets: dict[s
     net = LIPT(**preset_config(args.preset, args.scale))
     if args.init == 'zero':
         zero_init_residual_(net)
+    speed = training_options(args)
+    training_speed.prepare_training_network(net, net, speed)  # channels-last
+    device = torch.device('cpu')
+    scaler = training_speed.grad_scaler(speed, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
     dataset = PairedMemoryDataset(train_pairs, args.scale, gt_size=args.gt_size)
     sampler = RandomSampler(dataset, replacement=True, num_samples=10 ** 9)
@@ -107,10 +118,15 @@ def train(args: argparse.Namespace, train_pairs: list[SRPair], test_sets: dict[s
         for group in optimizer.param_groups:
             group['lr'] = lr_at(step, elapsed, budget, args.lr, args.warmup, args.min_lr_ratio)
         batch = next(batches)
-        loss = nn.functional.l1_loss(net(batch['lq']), batch['gt'])
+        lq, gt = batch['lq'], batch['gt']
+        if speed.channels_last:
+            lq, gt = training_speed.to_channels_last(lq), training_speed.to_channels_last(gt)
+        with training_speed.autocast(speed, device):
+            loss = nn.functional.l1_loss(net(lq), gt)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+        scaler.update()
         step += 1
         loss_sum += float(loss.detach())
         elapsed += clock() - start
@@ -141,7 +157,8 @@ def markdown(curve: Curve, args: argparse.Namespace, command: str, n_train: int,
         f'Setup: LIPT-{args.preset} x{args.scale} ({params / 1e6:.3f} M fused parameters, {args.init} init), '
         f'{n_train} T91 images, '
         f'HR patches {args.gt_size}, batch {args.batch}, Adam lr {args.lr:g} (warmup {args.warmup} iterations, '
-        f'cosine in time to {args.min_lr_ratio:g}x), L1, no EMA, seed {args.seed}; {torch.get_num_threads()} '
+        f'cosine in time to {args.min_lr_ratio:g}x), L1, no EMA, seed {args.seed}, training steps in '
+        f'{training_options(args).describe()}; {torch.get_num_threads()} '
         f'torch threads on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), '
         f'torch {torch.__version__}. Minutes are training time, evaluation excluded, counted as '
         f'{"process CPU time" if args.clock == "cpu" else "wall time"}; wall time of the whole run so far '
@@ -189,6 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads (1 is much faster than 2 on a CPU shared with other jobs)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--amp', choices=['bf16', 'fp16', 'none'], default='none',
+                        help="mixed precision of the training steps, as LIPTModel's train.amp (evaluation stays "
+                             'float32); bf16 pays off on CPUs with AMX or AVX512-BF16')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last memory format (train.channels_last)')
     parser.add_argument('--out', type=Path, help='write the table as markdown here (e.g. docs/training.md)')
     parser.add_argument('--png', type=Path, help='write a PSNR-vs-minutes plot here')
     parser.add_argument('--save', type=Path, help='save the final fused network here (lipt_arch.load_model)')

@@ -19,7 +19,8 @@
 5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
    interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
    (:func:`lipt_arch.checkpoint.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
-   killed save is never taken for a checkpoint (``--auto_resume`` only reads ``<iter>.state``).
+   killed save is never taken for a checkpoint (``--auto_resume`` only reads ``<iter>.state``). The training state
+   also holds what the model's ``extra_training_state()`` returns (LIPTModel: the fp16 gradient scaler).
 6. ``train_pipeline`` resumes at the start of the saved epoch with freshly seeded random generators, so a resumed
    run trains on other batches than an uninterrupted one. Ours resume at the saved batch with the saved generator
    states (:mod:`lipt_arch.resume`): on CPU with ``num_worker_per_gpu: 0`` the weights are bitwise those of an
@@ -140,6 +141,8 @@ def save_training_state(self, epoch: int, current_iter: int) -> None:
     point = resume.resume_point(epoch)
     if point is not None:
         state['resume_point'] = point
+    if hasattr(self, 'extra_training_state'):  # LIPTModel: the fp16 gradient scaler
+        state.update(self.extra_training_state())
     atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 

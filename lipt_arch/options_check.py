@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
-from lipt_arch.models.lipt_model import OptionError
+from lipt_arch.models.lipt_model import LIPTModel, OptionError
+from lipt_arch.models.training_speed import SpeedOptions, speed_options
 
 PAIRED_TYPES = ('PairedImageDataset',)  # folder-pair datasets whose pairs are checked before training
 MAX_SIZE_CHECKS = 5000  # image headers read per dataset; larger folders are checked by name only
@@ -27,7 +28,7 @@ BOOLS = {('train',): ('compile_rep_convs',), ('val',): ('compare_bicubic',)}  # 
 
 def check_lipt_options(opt: dict[str, Any]) -> None:
     """Raise ``OptionError`` naming the first bad key among: the LIPT type (preset), window size, scale, patch size,
-    batch size, workers, iteration counts and frequencies."""
+    batch size, workers, iteration counts and frequencies, and the training-speed options (amp, compile, ...)."""
     _check_network(opt.get('network_g') or {}, opt.get('scale'))
     scale = opt.get('scale', 1)
     for phase, dataset in (opt.get('datasets') or {}).items():
@@ -42,6 +43,20 @@ def check_lipt_options(opt: dict[str, Any]) -> None:
             value = (opt.get(section) or {}).get(key)
             if value is not None and not isinstance(value, bool):
                 raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
+    _check_speed(opt.get('train') or {}, opt.get('model_type'))
+
+
+def _check_speed(train: dict[str, Any], model_type: Any) -> None:
+    """train.amp / channels_last / compile / compile_mode / compile_rep_convs: valid values, and a model that reads
+    them (LIPTModel or a subclass; BasicSR's SRModel would ignore them)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    if speed_options(train) == SpeedOptions():
+        return
+    cls = MODEL_REGISTRY.get(model_type) if isinstance(model_type, str) and model_type in MODEL_REGISTRY else None
+    if not (isinstance(cls, type) and issubclass(cls, LIPTModel)):
+        key = next(k for k in ('amp', 'channels_last', 'compile', 'compile_rep_convs') if train.get(k))
+        raise OptionError(f'train.{key}: needs model_type: LIPTModel ({model_type} would ignore it)')
 
 
 def _check_network(net: dict[str, Any], scale: Any) -> None:

@@ -145,6 +145,10 @@ def _case_corrupted_resume(root: Path) -> dict:
     return {}
 
 
+def _case_amp(root: Path) -> dict:
+    return {'train': {'amp': 'fp8'}}
+
+
 BAD_CASES = {  # name: (make the input, extra flags, how it is started)
     'missing_dataset': (_case_missing_dataset, [], 'cli'),
     'network_keyword': (_case_network_keyword, [], 'cli'),
@@ -152,6 +156,7 @@ BAD_CASES = {  # name: (make the input, extra flags, how it is started)
     'wrong_arch': (_case_wrong_arch, [], 'cli'),
     'corrupted_pretrain': (_case_corrupted_pretrain, [], 'cli'),
     'corrupted_resume': (_case_corrupted_resume, ['--auto_resume'], 'python -m lipt_arch.train'),
+    'amp_value': (_case_amp, [], 'cli'),
 }
 
 
@@ -180,6 +185,12 @@ def test_bad_missing_dataset_folder(bad_runs):
     root, last = bad_runs['missing_dataset']
     assert 'datasets.train.dataroot_gt' in last and 'datasets/nowhere/HR' in last
     assert not (root / 'experiments').exists()  # checked before BasicSR makes folders
+
+
+def test_bad_amp_value(bad_runs):
+    root, last = bad_runs['amp_value']
+    assert last == "basicsr train: error: train.amp: must be bf16, fp16 or false, got 'fp8'"
+    assert not (root / 'experiments').exists()
 
 
 def test_bad_network_keyword(bad_runs):

@@ -83,3 +83,23 @@ def test_markdown_table_starts_with_the_machine_header():
     table = latency.markdown(rows, [], [], args, {})
     assert table.splitlines()[:3] == ['CPU: test machine', '', table.splitlines()[2]]
     assert table.splitlines()[2].startswith('Device: CPU; threads: ')
+
+
+def test_amp_training_goal_lines():
+    train = [dict(name="LIPT-Small train step (authors' structure)", seconds=6.0),
+             dict(name='LIPT-Small train step (ours, bf16 AMP)', seconds=2.0),
+             dict(name='LIPT-Small train step (ours, bf16 AMP + channels_last)', seconds=2.5)]
+    goals = dict(latency.goal_lines([], train))
+    assert goals["LIPT-Small training step, ours, bf16 AMP vs authors' structure fp32"] == \
+        '3.00x / 3.0x on AMX CPUs, 2.0x on AVX512-BF16 CPUs (met)'
+    assert goals["LIPT-Small training step, ours, bf16 AMP + channels_last vs authors' structure fp32"].endswith(
+        '(AVX512-BF16 goal met)')
+
+
+def test_amp_training_step_runs_and_trains():
+    """The bf16 AMP + channels-last step of the --train rows trains: finite losses that change step to step."""
+    torch.manual_seed(0)
+    speed = latency.SpeedOptions('bf16', channels_last=True)
+    step = latency._train_step('tiny', speed, torch.device('cpu'), batch=1, patch=16)
+    losses = [float(step()) for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[0] != losses[1]

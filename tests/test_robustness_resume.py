@@ -54,6 +54,9 @@ RUNS = {  # name: (environment of the killed run, extra flags); 6 images, batch 
     'uninterrupted': ({}, []),
     'killed_mid_epoch': ({'KILL_AT': '7'}, []),  # states at 4 (epoch 1, batch 1 of 3): resume mid-epoch
     'killed_during_save': ({'KILL_SAVE': '9.state'}, ['--force_yml', 'logger:save_checkpoint_freq=3']),  # from 6
+    # fp16 autocast with its gradient scaler (on CPU), channels-last: the scaler's state is in the training state
+    'fp16_uninterrupted': ({}, ['--force_yml', 'train:amp=fp16', 'train:channels_last=true']),
+    'fp16_killed_mid_epoch': ({'KILL_AT': '7'}, ['--force_yml', 'train:amp=fp16', 'train:channels_last=true']),
 }
 
 
@@ -75,8 +78,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     resumed = {}
     for name, (root, flags, proc) in procs.items():
         _, err = proc.communicate(timeout=600)
-        assert proc.returncode == (0 if name == 'uninterrupted' else -9), (name, err[-3000:])
-        if name != 'uninterrupted':
+        killed = bool(RUNS[name][0])
+        assert proc.returncode == (-9 if killed else 0), (name, err[-3000:])
+        if killed:
             resumed[name] = root, start_basicsr(['train', '-opt', 'run.yml', '--auto_resume', *flags], root)
     for name, (_, proc) in resumed.items():
         _, err = proc.communicate(timeout=600)
@@ -88,15 +92,20 @@ def _weights(exp: Path, it: int) -> dict[str, dict[str, torch.Tensor]]:
     return read_checkpoint(exp / 'models' / f'net_g_{it}.pth')
 
 
-@pytest.mark.parametrize('case', ['killed_mid_epoch', 'killed_during_save'])
+@pytest.mark.parametrize('case', ['killed_mid_epoch', 'killed_during_save', 'fp16_killed_mid_epoch'])
 def test_resumed_run_equals_uninterrupted_bitwise(runs, case):
-    reference, resumed = _weights(runs['uninterrupted'], ITERS), _weights(runs[case], ITERS)
+    uninterrupted = 'fp16_uninterrupted' if case.startswith('fp16') else 'uninterrupted'
+    reference, resumed = _weights(runs[uninterrupted], ITERS), _weights(runs[case], ITERS)
     assert set(reference) == set(resumed) == {'params', 'params_ema'}
     for key in reference:
         for name, tensor in reference[key].items():
             assert torch.equal(tensor, resumed[key][name]), (case, key, name)
-    optimizer = read_checkpoint(runs[case] / 'training_states' / f'{ITERS}.state')['optimizers'][0]
-    assert int(optimizer['state'][0]['step']) == ITERS  # no lost or repeated optimizer steps
+    state = read_checkpoint(runs[case] / 'training_states' / f'{ITERS}.state')
+    assert int(state['optimizers'][0]['state'][0]['step']) == ITERS  # no lost or repeated optimizer steps
+    if case.startswith('fp16'):  # the scaler was saved and restored: same scale and growth tracker
+        reference_state = read_checkpoint(runs[uninterrupted] / 'training_states' / f'{ITERS}.state')
+        assert state['grad_scaler'] == reference_state['grad_scaler']
+        assert state['grad_scaler']['_growth_tracker'] == ITERS  # no overflow, no reset: the count survived
 
 
 def test_resume_continues_from_last_complete_state(runs):

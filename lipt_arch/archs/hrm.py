@@ -141,13 +141,19 @@ def compile_rep_convs(net: nn.Module, **options: Any) -> int:
     CPU). On a CPU, ``torch.compile`` needs a C++ compiler.
     """
     blocks = [m for m in net.modules() if isinstance(m, RepConv3x3)]
-    on_cpu = any(p.device.type == 'cpu' for m in blocks for p in m.parameters())
-    if on_cpu and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
-        raise RuntimeError('compiling the six-branch convs on a CPU needs a C++ compiler (g++, c++ or clang++) on '
-                           'PATH; install one or turn the compilation off')
+    check_cpu_compiler(nn.ModuleList(blocks), 'compiling the six-branch convs')
     for block in blocks:
         block.compile(**options)
     return len(blocks)
+
+
+def check_cpu_compiler(net: nn.Module, what: str) -> None:
+    """Raise ``RuntimeError`` ('<what> on a CPU needs a C++ compiler ...') when ``net`` has parameters on a CPU and no
+    C++ compiler is on PATH: ``torch.compile`` builds C++ kernels for the CPU."""
+    on_cpu = any(p.device.type == 'cpu' for p in net.parameters())
+    if on_cpu and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
+        raise RuntimeError(f'{what} on a CPU needs a C++ compiler (g++, c++ or clang++) on PATH; install one or turn '
+                           'the compilation off')
 
 
 def rep_conv3x3(in_channels: int, out_channels: int, deploy: bool) -> nn.Module:

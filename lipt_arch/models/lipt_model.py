@@ -5,8 +5,8 @@ Option keys of ours (all optional):
 - ``val.compare_bicubic`` (bool): also score MATLAB-style bicubic upsampling of the LQ on the same images and log
   it next to LIPT's; after the final validation of a training run, save ``bicubic | LIPT | GT`` PNGs in the
   visualization folder and print a one-line summary.
-- ``train.compile_rep_convs`` (bool): compile the six-branch convs of ``net_g`` with ``torch.compile`` for
-  training (:func:`lipt_arch.archs.compile_rep_convs`; faster steps after a one-off compilation at the first one).
+- ``train.amp`` / ``train.channels_last`` / ``train.compile`` / ``train.compile_mode`` (and the older
+  ``train.compile_rep_convs``): faster training steps, see :mod:`lipt_arch.models.training_speed`.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lipt_arch.archs import compile_rep_convs, reparameterize
+from lipt_arch.archs import reparameterize
 from lipt_arch.checkpoint import CheckpointError, read_checkpoint, save_model
+from lipt_arch.models import training_speed
 from lipt_arch.resume import preserved_rng
 
 BN_STATS = ('running_mean', 'running_var')
@@ -110,6 +111,10 @@ class LIPTModel(SRModel):
     _final = False  # set by save(current_iter=-1): the next validation is the last of the run
     _lq_paths: list[str] | None = None
     _dataset_name = ''
+    _consecutive_skips = 0  # fp16 steps in a row skipped by the gradient scaler
+    speed = training_speed.SpeedOptions()  # train.amp / channels_last / compile, read by init_training_settings
+    train_forward: nn.Module | None = None  # what the training forward calls: net_g, or torch.compile(net_g)
+    grad_scaler = torch.amp.GradScaler('cpu', enabled=False)  # a pass-through; an enabled one under amp: fp16
 
     def __init__(self, opt: dict) -> None:
         try:
@@ -122,14 +127,27 @@ class LIPTModel(SRModel):
 
     def init_training_settings(self) -> None:
         super().init_training_settings()
-        if self.opt['train'].get('compile_rep_convs'):
-            try:
-                count = compile_rep_convs(self.get_bare_model(self.net_g))
-            except RuntimeError as err:
-                raise OptionError(f'train.compile_rep_convs: {err}') from None
-            get_root_logger().info(f'torch.compile: {count} six-branch convs of net_g compiled for training.')
+        train = self.opt['train']
+        self.speed = training_speed.speed_options(train)
+        logger = get_root_logger()
+        if train.get('compile_rep_convs') and 'compile' not in train:
+            logger.info('train.compile_rep_convs: true is read as train.compile: rep_convs')
+        try:
+            self.train_forward = training_speed.prepare_training_network(
+                self.net_g, self.get_bare_model(self.net_g), self.speed)
+        except RuntimeError as err:
+            key = 'compile_rep_convs' if 'compile' not in train else 'compile'
+            raise OptionError(f'train.{key}: {err}') from None
+        self.grad_scaler = training_speed.grad_scaler(self.speed, self.device)
+        logger.info(f'Training steps: {self.speed.describe()}; validation: fused network, float32.')
 
     # networks ------------------------------------------------------------------------------------------------
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """BasicSR's, with ``train.channels_last`` applied first, so a DDP wrapper sees the final parameter layout."""
+        if self.opt.get('is_train') and (self.opt.get('train') or {}).get('channels_last') is True:
+            net = net.to(memory_format=torch.channels_last)
+        return super().model_to_device(net)
+
     def validation_network(self) -> nn.Module:
         """The network validation and export use: ``net_g_ema`` if EMA is on, else the bare ``net_g``."""
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
@@ -171,37 +189,86 @@ class LIPTModel(SRModel):
 
     # training ------------------------------------------------------------------------------------------------
     def optimize_parameters(self, current_iter: int) -> None:
-        """SRModel's step (pixel + perceptual loss, Adam step, EMA), refusing a non-finite loss or gradient."""
+        """SRModel's step (pixel + perceptual loss, Adam step, EMA), refusing a non-finite loss or gradient; forward
+        and losses under ``train.amp`` autocast, the fp16 loss scaled (an overflowing step is skipped and logged)."""
         self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq)
-        losses: dict[str, torch.Tensor] = {}
-        if self.cri_pix:
-            losses['l_pix'] = self.cri_pix(self.output, self.gt)
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            losses.update({k: v for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None})
-        l_total = sum(losses.values())
+        speed, scaler = self.speed, self.grad_scaler
+        lq, gt = self.lq, self.gt
+        if speed.channels_last:
+            lq, gt = training_speed.to_channels_last(lq), training_speed.to_channels_last(gt)
+        with training_speed.autocast(speed, lq.device):  # the model's device (feed_data put the batch there)
+            self.output = (self.net_g if self.train_forward is None else self.train_forward)(lq)
+            losses: dict[str, torch.Tensor] = {}
+            if self.cri_pix:
+                losses['l_pix'] = self.cri_pix(self.output, gt)
+            if self.cri_perceptual:
+                l_percep, l_style = self.cri_perceptual(self.output, gt)
+                losses.update({k: v for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None})
+            l_total = sum(losses.values())
         self._check_finite(current_iter, 'loss', l_total.detach(), losses)
-        l_total.backward()
+        scaler.scale(l_total).backward()
+        scaler.unscale_(self.optimizer_g)  # no-op unless fp16: the check below sees the true gradients
         grads = [p.grad.detach().abs().sum() for p in self.net_g.parameters() if p.grad is not None]
-        if grads:
+        if grads and scaler.is_enabled():
+            self._count_skip(current_iter, scaler, self._all_finite(torch.stack(grads).sum()), losses)
+        elif grads:
             self._check_finite(current_iter, 'gradient', torch.stack(grads).sum(), losses)
-        self.optimizer_g.step()
+        scaler.step(self.optimizer_g)  # fp16: skipped when a gradient is inf/NaN
+        scaler.update()
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    def _check_finite(self, current_iter: int, what: str, value: torch.Tensor, losses: dict) -> None:
+    def _all_finite(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` is finite on every rank (all-reduced under DDP, so every rank decides alike)."""
         finite = torch.isfinite(value).float()
-        if self.opt.get('dist') and torch.distributed.is_initialized():  # every rank stops together
+        if self.opt.get('dist') and torch.distributed.is_initialized():
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if bool(finite):
+        return bool(finite)
+
+    def _check_finite(self, current_iter: int, what: str, value: torch.Tensor, losses: dict) -> None:
+        if self._all_finite(value):  # every rank stops together
             return
+        self._stop(current_iter, f'non-finite {what}', losses)
+
+    def _stop(self, current_iter: int, what: str, losses: dict) -> None:
         parts = ', '.join(f'{k} {float(v.detach()):g}' for k, v in losses.items())
-        message = (f'iteration {current_iter}: non-finite {what} ({parts}); stopped before the optimizer step, '
-                   f'weights of iteration {current_iter - 1} untouched; the last saved checkpoint is kept')
+        hint = '; under train.amp: fp16 the forward pass may overflow, try bf16' if self.speed.amp == 'fp16' else ''
+        message = (f'iteration {current_iter}: {what} ({parts}); stopped before the optimizer step, '
+                   f'weights of iteration {current_iter - 1} untouched; the last saved checkpoint is kept{hint}')
         get_root_logger().error(message)
         raise NonFiniteLossError(message)
+
+    def _count_skip(self, current_iter: int, scaler: torch.amp.GradScaler, finite: bool, losses: dict) -> None:
+        """fp16: an inf/NaN gradient is the scaler's to handle (it skips the step and halves the scale): log it, and
+        stop after ``MAX_CONSECUTIVE_SKIPS`` skips in a row (the gradients are broken, not just overflowing)."""
+        if finite:
+            self._consecutive_skips = 0
+            return
+        self._consecutive_skips += 1
+        if self._consecutive_skips >= training_speed.MAX_CONSECUTIVE_SKIPS:
+            self._stop(current_iter, f'non-finite fp16 gradients in {self._consecutive_skips} steps in a row',
+                       losses)
+        scale = scaler.get_scale()
+        get_root_logger().warning(f'iteration {current_iter}: fp16 gradients overflowed at loss scale {scale:g}; '
+                                  f'optimizer step skipped, scale now {scale * scaler.get_backoff_factor():g}')
+
+    def extra_training_state(self) -> dict:
+        """What the training state holds beyond BasicSR's: ``grad_scaler`` (its state dict) under ``amp: fp16``."""
+        return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler.is_enabled() else {}
+
+    def resume_training(self, resume_state: dict) -> None:
+        """BasicSR's resume (optimizers, schedulers), plus the fp16 gradient scaler's state when both have one."""
+        super().resume_training(resume_state)
+        saved, scaler = resume_state.get('grad_scaler'), self.grad_scaler
+        if scaler.is_enabled() and saved:
+            scaler.load_state_dict(saved)
+        elif scaler.is_enabled():
+            get_root_logger().info('Resume: the training state has no gradient scaler (trained without amp: fp16); '
+                                   'the scaler starts afresh.')
+        elif saved:
+            get_root_logger().info('Resume: the training state\'s fp16 gradient scaler is not used '
+                                   f'(train.amp is {self.speed.amp or "false"} now).')
 
     # validation ----------------------------------------------------------------------------------------------
     def validation(self, dataloader, current_iter, tb_logger, save_img: bool = False) -> None:
