@@ -12,10 +12,11 @@ import torch
 import yaml
 from basicsr.losses.basic_loss import L1Loss
 
-from lipt_arch.checkpoint import read_checkpoint
+from lipt_arch.checkpoints import read_checkpoint
 from lipt_arch.cli.basicsr_cli import main
-from lipt_arch.models.lipt_model import LIPTModel, NonFiniteLossError
-from lipt_arch.options_check import check_lipt_options
+from lipt_arch.errors import NonFiniteLossError
+from lipt_arch.models.lipt_model import LIPTModel
+from lipt_arch.validation import check_lipt_options
 
 from .basicsr_helpers import merge, train_options, write_options
 from .conftest import REPO

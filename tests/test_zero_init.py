@@ -5,9 +5,9 @@ import torch
 from basicsr.archs import build_network
 
 from lipt_arch import LIPT, reparameterize
+from lipt_arch.archs import zero_init_residual_
 from lipt_arch.archs.hrm import HRM
 from lipt_arch.archs.nvsm_attention import NVSMAttention
-from lipt_arch.archs.zero_init_arch import zero_init_residual_
 
 
 def test_blocks_are_identity_at_initialisation():

@@ -6,6 +6,7 @@ For ``upscale=1`` (denoising, JPEG) the paper gives no depth; we use the x2 dept
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -48,3 +49,14 @@ def LIPT_small(upscale: int = 2, **overrides: Any) -> LIPT:  # noqa: N802
 def LIPT_base(upscale: int = 2, **overrides: Any) -> LIPT:  # noqa: N802
     """LIPT-Base (about 26 M fused parameters, window 16, no attention sharing)."""
     return LIPT(**preset_config('base', upscale, **overrides))
+
+
+@ARCH_REGISTRY.register()
+def LIPT_zero_init(preset: str | None = None, upscale: int = 2, **kwargs: Any) -> LIPT:  # noqa: N802
+    """Deprecated: a :class:`LIPT` (from ``preset`` plus ``kwargs``, or ``kwargs`` alone) with
+    ``zero_init_residual=True``; write ``type: LIPT_<preset>`` (or ``LIPT``) and ``zero_init_residual: true``."""
+    replacement = f'LIPT_{preset}' if preset is not None else 'LIPT'
+    warnings.warn(f'network_g type LIPT_zero_init is deprecated: use type: {replacement} with '
+                  'zero_init_residual: true', FutureWarning, stacklevel=2)
+    config = preset_config(preset, upscale, **kwargs) if preset is not None else dict(kwargs, upscale=upscale)
+    return LIPT(**config, zero_init_residual=True)

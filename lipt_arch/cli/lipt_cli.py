@@ -8,14 +8,24 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    import torch
-
-    from lipt_arch.loading import LoadedModel
+from lipt_arch.checkpoints import (
+    KINDS,
+    LoadedModel,
+    checkpoint_format,
+    count_parameters,
+    load_any,
+    matching_preset,
+    save_model,
+)
+from lipt_arch.errors import CheckpointError, ImageError, OptionError
+from lipt_arch.export import check_onnx, export_onnx
+from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, fit_to_format, is_image_path, read_image, write_image
+from lipt_arch.inference import resolve_device, resolve_dtype, upscale_array
+from lipt_arch.validation import check_lipt_args
 
 EXIT_FAILURE = 1
 DEBUG_ENV = 'LIPT_DEBUG'  # set to 1 to see tracebacks instead of one-line errors
@@ -71,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lipt`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    from lipt_arch.checkpoint import CheckpointError
-    from lipt_arch.image_io import ImageError
-
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_lipt_args(args)
+    except OptionError as err:
+        parser.error(str(err))  # bad usage: one line, exit status 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warn_line
@@ -107,8 +119,6 @@ def _warn_line(message: Warning | str, *_args: object, **_kwargs: object) -> Non
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
-    from lipt_arch.loading import KINDS, load_any
-
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
         _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; pass "
@@ -117,8 +127,6 @@ def _load(args: argparse.Namespace) -> LoadedModel:
 
 
 def _describe(config: dict) -> str:
-    from lipt_arch.checkpoint import matching_preset
-
     preset = matching_preset(config)
     name = f'LIPT-{preset}' if preset else f"LIPT (width {config['num_feat']}, {config['num_block']} blocks)"
     return f"{name} x{config['upscale']}"
@@ -126,8 +134,6 @@ def _describe(config: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- infer
 def _infer(args: argparse.Namespace) -> int:
-    from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, is_image_path
-
     source = Path(args.input)
     if not source.exists():
         raise CliError(f'{source}: no such file or folder')
@@ -153,8 +159,6 @@ def _infer(args: argparse.Namespace) -> int:
         if target.resolve() == source.resolve():
             raise CliError(f'{target}: output would overwrite the input')
         jobs = [(source, target)]
-
-    from lipt_arch.inference import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -192,8 +196,6 @@ def _output_folder(path: Path) -> Path:
 
 
 def _one_line(err: Exception, src: Path) -> str:
-    from lipt_arch.image_io import ImageError
-
     text = ' '.join(str(err).split()) or type(err).__name__
     if isinstance(err, ImageError):
         return text  # already names the file
@@ -202,9 +204,6 @@ def _one_line(err: Exception, src: Path) -> str:
 
 def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device,
                dtype: torch.dtype) -> None:
-    from lipt_arch.image_io import fit_to_format, read_image, write_image
-    from lipt_arch.inference import upscale_array
-
     img = read_image(src)
     out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device, dtype=dtype)
     out, notes = fit_to_format(out, dst.suffix.lower())
@@ -215,20 +214,16 @@ def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Name
 
 # ------------------------------------------------------------------------------------------- convert, export, info
 def _convert(args: argparse.Namespace) -> int:
-    from lipt_arch.checkpoint import save_model
-
     output = Path(args.output)
-    fmt = args.format or ('safetensors' if output.suffix.lower() == '.safetensors' else 'pth')
+    fmt = checkpoint_format(output, args.format)
     args.model = args.input
     loaded = _load(args)
     save_model(loaded.model, output, fuse=False, format=fmt)
-    _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {_count(loaded.model):,} parameters) to {output}')
+    _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {count_parameters(loaded.model):,} parameters) to {output}')
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lipt_arch.export import check_onnx, export_onnx
-
     loaded = _load(args)
     export_onnx(loaded.model, args.onnx, opset=args.opset)
     _note(f'wrote {_describe(loaded.config)} to {args.onnx} (input "image" (B, {loaded.config["num_in_ch"]}, H, W) '
@@ -243,9 +238,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lipt_arch.checkpoint import matching_preset
-    from lipt_arch.loading import KINDS
-
     loaded = _load(args)
     config = loaded.config
     preset = matching_preset(config)
@@ -259,18 +251,12 @@ def _info(args: argparse.Namespace) -> int:
                   f"(shared_depth {config['shared_depth']})"),
         ('window', f"{config['window_size']}{window_note}"),
         ('parameters', f'{loaded.stored_parameters:,} as stored' + (
-            '' if loaded.stored_fused else f', {_count(loaded.model):,} fused')),
+            '' if loaded.stored_fused else f', {count_parameters(loaded.model):,} fused')),
         ('fused', fused),
     ]
     for key, value in rows:
         print(f'{key + ":":<12}{value}')
     return 0
-
-
-def _count(model: torch.nn.Module) -> int:
-    from lipt_arch.loading import count_parameters
-
-    return count_parameters(model)
 
 
 COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info}
