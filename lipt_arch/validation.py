@@ -58,10 +58,13 @@ def positive_int(name: str, value: Any, whole_floats: bool = False) -> int:
 
 
 def positive_option(opt: Mapping[str, Any], key: str, owner: str, required: bool = False) -> int | None:
-    """A dataset's option ``opt[key]`` if :func:`is_positive_int` (None when absent and not ``required``), else
-    :class:`OptionError` ``"<owner> option '<key>' must be a positive integer, got <value>"``."""
+    """A dataset's option ``opt[key]`` if :func:`is_positive_int`, None when absent and not ``required``; else
+    :class:`OptionError` ``"<owner> option '<key>' must be a positive integer, got <value>"`` (``"<owner> needs
+    option '<key>'"`` when absent)."""
     value = opt.get(key)
-    if value is None and not required:
+    if value is None:
+        if required:
+            raise OptionError(f'{owner} needs option {key!r}')
         return None
     if not is_positive_int(value):
         raise OptionError(f'{owner} option {key!r} must be a positive integer, got {value!r}')

@@ -75,7 +75,7 @@ def test_dataset_option_ints_share_one_rule():
     for value in (0, -1, 2.0, True, '4'):
         with pytest.raises(OptionError, match=f"^X option 'gt_size' must be a positive integer, got {value!r}"):
             positive_option({'gt_size': value}, 'gt_size', 'X')
-    with pytest.raises(OptionError, match="got None"):
+    with pytest.raises(OptionError, match="^X needs option 'gt_size'$"):
         positive_option({}, 'gt_size', 'X', required=True)
 
 
@@ -90,3 +90,15 @@ def test_lipt_flag_out_of_range_is_usage_error(capsys, flags, expected):
         lipt_main(flags)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1].endswith(f'error: {expected}, got {flags[-1]}'), err
+
+
+def test_deprecated_arch_type_is_one_warning_line(tmp_path, capsys):
+    import torch
+
+    torch.save({'params': {'x': torch.zeros(1)}}, tmp_path / 'wrong.pth')  # stops the run right after the build
+    opt = merge(train_options(tmp_path), {'network_g': {'type': 'LIPT_zero_init'},
+                                          'path': {'pretrain_network_g': str(tmp_path / 'wrong.pth')}})
+    status, err = _train(tmp_path, opt, capsys)
+    warning = ('basicsr train: warning: network_g type LIPT_zero_init is deprecated: use type: LIPT with '
+               'zero_init_residual: true')
+    assert status == 1 and warning in err and 'weights do not fit' in err[-1], err

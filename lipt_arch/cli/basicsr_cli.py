@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import yaml
@@ -67,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rest = argv[argv.index(args.command) + 1:]
     try:
-        run(args.command, rest)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_: _say(args.command, 'warning', str(message))
+            run(args.command, rest)
     except (CheckpointError, OptionError) as err:
         return _fail(args.command, str(err))
     except NonFiniteLossError as err:
@@ -80,8 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(command: str, message: str) -> int:
-    print(f'basicsr {command}: error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+    _say(command, 'error', message)
     return 1
+
+
+def _say(command: str, kind: str, message: str) -> None:
+    """One line on stderr: ``basicsr <command>: <kind>: <message>``."""
+    print(f'basicsr {command}: {kind}: {" ".join(message.split())}', file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

@@ -30,9 +30,7 @@ class BicubicSRDataset(PairedMemoryDataset):
     """BasicSR dataset of HR/LR pairs from HR folders, LR made by MATLAB-style bicubic (see the module docstring)."""
 
     def __init__(self, opt: dict[str, Any]) -> None:
-        scale = positive_option(opt, 'scale', 'BicubicSRDataset')
-        if scale is None:
-            raise ValueError("BicubicSRDataset needs option 'scale'")
+        scale = positive_option(opt, 'scale', 'BicubicSRDataset', required=True)
         if ('dataroot_gt' in opt) == ('hr_folders' in opt):
             raise ValueError("BicubicSRDataset needs exactly one of 'dataroot_gt' (a folder) and 'hr_folders' "
                              "(a list of folders)")

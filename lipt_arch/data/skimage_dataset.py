@@ -79,9 +79,7 @@ class SkimageSRDataset(PairedMemoryDataset):
     """BasicSR dataset of HR/LR pairs from scikit-image's bundled colour photographs (see the module docstring)."""
 
     def __init__(self, opt: dict[str, Any]) -> None:
-        scale = positive_option(opt, 'scale', 'SkimageSRDataset')
-        if scale is None:
-            raise ValueError("SkimageSRDataset needs option 'scale'")
+        scale = positive_option(opt, 'scale', 'SkimageSRDataset', required=True)
         split = opt.get('split', opt.get('phase', 'train'))
         split = 'val' if split == 'test' else split
         if split not in ('train', 'val'):
