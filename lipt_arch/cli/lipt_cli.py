@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
 from lipt_arch.checkpoints import (
     KINDS,
     LoadedModel,
@@ -36,9 +37,9 @@ class CliError(Exception):
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--scale', type=int, choices=(1, 2, 3, 4), default=None,
+    parser.add_argument('--scale', type=int, choices=SCALES, default=None,
                         help='expected scale; checked against the checkpoint (inferred when omitted)')
-    parser.add_argument('--window-size', type=int, choices=(8, 16), default=None,
+    parser.add_argument('--window-size', type=int, choices=WINDOW_SIZES, default=None,
                         help='attention window for checkpoints that do not record it (default: the matching '
                              "preset's, else 8)")
 
