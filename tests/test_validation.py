@@ -12,6 +12,7 @@ from lipt_arch.errors import OptionError
 from lipt_arch.validation import check_raw_options, positive_option
 
 from .basicsr_helpers import merge, train_options, write_options
+from .conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +103,10 @@ def test_deprecated_arch_type_is_one_warning_line(tmp_path, capsys):
     warning = ('basicsr train: warning: network_g type LIPT_zero_init is deprecated: use type: LIPT with '
                'zero_init_residual: true')
     assert status == 1 and warning in err and 'weights do not fit' in err[-1], err
+
+
+@pytest.mark.parametrize('path', sorted((REPO / 'options').rglob('*.yml')), ids=lambda p: p.stem)
+def test_shipped_option_files_pass_the_raw_checks(path):
+    import yaml
+
+    check_raw_options(yaml.safe_load(path.read_text()))
