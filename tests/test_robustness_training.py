@@ -68,6 +68,16 @@ OPTION_CASES = {  # name: (options merged into the tiny run, text the error line
     'string_val_freq': ({'val': {'val_freq': '5e3'}}, "val.val_freq: must be a positive integer, got '5e3'"),
     'compile_not_bool': ({'train': {'compile_rep_convs': 'yes please'}},
                          "train.compile_rep_convs: must be true or false, got 'yes please'"),
+    # values basicsr's own parse_options fails on with a traceback (checked before it runs)
+    'dataroot_list': ({'datasets': {'train': {'dataroot_gt': ['a', 'b']}}},
+                      "datasets.train.dataroot_gt: must be one path (a string), got ['a', 'b'] (several HR folders"),
+    'dataroot_number': ({'datasets': {'val': {'dataroot_lq': 5}}},
+                        'datasets.val.dataroot_lq: must be one path (a string), got 5'),
+    'num_gpu_text': ({'num_gpu': 'two'}, "num_gpu: must be 'auto' or an integer >= 0, got 'two'"),
+    'pretrain_list': ({'path': {'pretrain_network_g': ['x.pth']}},
+                      "path.pretrain_network_g: must be a checkpoint path (a string), got ['x.pth']"),
+    'zero_init_text': ({'network_g': {'zero_init_residual': 'yes'}},
+                       "network_g.zero_init_residual: must be true or false, got 'yes'"),
 }
 
 

@@ -27,27 +27,6 @@ def _train(root, opt, capsys, *flags: str) -> tuple[int, list[str]]:
     return status, capsys.readouterr().err.strip().splitlines()
 
 
-RAW_CASES = {  # name: (options merged into the tiny run, start of the error line)
-    'dataroot_list': ({'datasets': {'train': {'dataroot_gt': ['a', 'b']}}},
-                      "datasets.train.dataroot_gt: must be one path (a string), got ['a', 'b'] (several HR folders"),
-    'dataroot_number': ({'datasets': {'val': {'dataroot_lq': 5}}},
-                        'datasets.val.dataroot_lq: must be one path (a string), got 5'),
-    'num_gpu_text': ({'num_gpu': 'two'}, "num_gpu: must be 'auto' or an integer >= 0, got 'two'"),
-    'pretrain_list': ({'path': {'pretrain_network_g': ['x.pth']}},
-                      "path.pretrain_network_g: must be a checkpoint path (a string), got ['x.pth']"),
-    'zero_init_text': ({'network_g': {'zero_init_residual': 'yes'}},
-                       "network_g.zero_init_residual: must be true or false, got 'yes'"),
-}
-
-
-@pytest.mark.parametrize('case', RAW_CASES)
-def test_bad_yaml_value_is_one_line_before_any_folder(tmp_path, capsys, case):
-    extra, expected = RAW_CASES[case]
-    status, err = _train(tmp_path, merge(train_options(tmp_path), extra), capsys)
-    assert status == 1 and len(err) == 1 and err[0].startswith(f'basicsr train: error: {expected}'), err
-    assert not (tmp_path / 'experiments').exists()
-
-
 @pytest.mark.parametrize('entry, expected', [
     ('train:ema_decay', "--force_yml: expected KEY[:KEY...]=VALUE"),
     ('nosuch:key=1', "--force_yml: 'nosuch:key=1': no section nosuch in"),
