@@ -16,7 +16,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['lipt_arch', 'lipt_arch.*']),
     include_package_data=True,
-    package_data={'lipt_arch': ['options/*.yml']},
+    package_data={'lipt_arch': ['options/*.yml'], 'lipt_arch.zoo': ['models.json', 'weights/*.safetensors']},
     install_requires=[
         'basicsr==1.4.2',
         'torch>=2.1',

@@ -1,4 +1,4 @@
-"""Helpers the benchmarks (and their tests) share: bicubic baseline, Y-channel PSNR and seeding.
+"""Helpers the benchmarks (and their tests) share: Y-channel PSNR and seeding.
 
 Images are (H, W, 3) float32 RGB numpy arrays in [0, 1], as :mod:`lipt_arch.data.sr_pairs` makes them.
 """
@@ -9,12 +9,6 @@ import random
 import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr
-from basicsr.utils.matlab_functions import imresize
-
-
-def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic ``scale`` upsampling of (h, w, C) float [0, 1] -> (h*s, w*s, C), clipped to [0, 1]."""
-    return np.clip(imresize(lr, scale), 0, 1).astype(np.float32)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

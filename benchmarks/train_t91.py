@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader, RandomSampler
 import lipt_arch
 from lipt_arch import LIPT, preset_config, reparameterize
 from lipt_arch.archs import zero_init_residual_
-from lipt_arch.data.sr_pairs import PairedMemoryDataset, SRPair, load_folder_pairs
+from lipt_arch.data.sr_pairs import PairedMemoryDataset, SRPair, bicubic_upsample, load_folder_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.sr_eval import bicubic_upsample, psnr_y, seed_everything  # noqa: E402
+from benchmarks.sr_eval import psnr_y, seed_everything  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SETS = ('Set5', 'Set14')

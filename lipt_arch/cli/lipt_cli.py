@@ -1,5 +1,6 @@
-"""The ``lipt`` command: ``infer`` (images and folders), ``convert`` (to a fused checkpoint), ``export`` (ONNX) and
-``info``. Every expected failure is one ``lipt: error: ...`` line on stderr and exit status 1 (2 for bad usage)."""
+"""The ``lipt`` command: ``infer`` (images and folders), ``convert`` (to a fused checkpoint), ``export`` (ONNX),
+``info`` and ``models`` (the pretrained models shipped in the package). Every expected failure is one
+``lipt: error: ...`` line on stderr and exit status 1 (2 for bad usage)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lipt_arch import zoo
 from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
 from lipt_arch.checkpoints import (
     KINDS,
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('infer', help='upscale an image or every image in a folder')
     p.add_argument('-i', '--input', required=True, help='image file or folder (png, jpg, bmp, tif, webp)')
     p.add_argument('-o', '--output', required=True, help='output image file, or folder (same file names)')
-    p.add_argument('--model', required=True, help='checkpoint: fused (.pth / .safetensors), BasicSR training, or '
-                                                  "the authors' code")
+    p.add_argument('--model', default=None,
+                   help="checkpoint (fused .pth / .safetensors, BasicSR training, or the authors' code) or a shipped "
+                        'model name (lipt models); default: the shipped lipt-tiny-x<scale>, x4 without --scale')
     p.add_argument('--tile', type=int, default=384, help='tile side in input pixels; 0 = whole image (default 384)')
     p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
     p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('export', help='ONNX with dynamic batch, height and width')
     p.add_argument('--onnx', required=True, help='output .onnx file')
-    p.add_argument('--model', required=True, help='checkpoint (any kind lipt infer reads)')
+    p.add_argument('--model', required=True, help='checkpoint (any kind lipt infer reads) or a shipped model name')
     p.add_argument('--opset', type=int, default=18)
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison after export')
     _model_options(p)
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('info', help='describe a checkpoint')
     p.add_argument('model')
     _model_options(p)
+
+    sub.add_parser('models', help='list the pretrained models shipped in the package, with their scores')
     return parser
 
 
@@ -120,11 +125,26 @@ def _warn_line(message: Warning | str, *_args: object, **_kwargs: object) -> Non
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
+    args.model = _model_path(args.model, args.scale)
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
         _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; pass "
               '--window-size to set it)')
     return loaded
+
+
+def _model_path(spec: str | None, scale: int | None) -> str:
+    """A checkpoint path for ``--model``: the file itself when it exists, else a shipped model's weights (by name,
+    or ``lipt-tiny-x<scale>`` when ``spec`` is None), checked against its card's SHA-256."""
+    if spec is not None and (Path(spec).exists() or Path(spec).suffix):
+        return spec
+    try:
+        name = zoo.resolve_name(zoo.DEFAULT_PRESET if spec is None else spec, scale)
+    except ValueError as err:
+        if spec is None:
+            raise
+        raise CliError(f'{spec}: no such checkpoint file, and not a shipped model name ({err})') from None
+    return str(zoo.checked_weights(name))
 
 
 def _describe(config: dict) -> str:
@@ -260,7 +280,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info}
+def _models(args: argparse.Namespace) -> int:
+    cards = zoo.model_cards()
+    if not cards:
+        raise CliError('no pretrained models in this install (lipt_arch/zoo/models.json missing)')
+    print(f'{"name":<16}{"task":<6}{"scale":<7}{"params":>9}  {"Set5 Y-PSNR (bicubic, paper)":<32}trained on')
+    for name, card in cards.items():
+        set5, bicubic, paper = card['scores']['Set5'], card['bicubic']['Set5'], card['paper'].get('Set5')
+        paper_psnr = f"{paper['psnr']:.2f}" if paper else '-'
+        score = f"{set5['psnr']:.2f} dB ({bicubic['psnr']:.2f}, {paper_psnr})"
+        print(f"{name:<16}{card['task']:<6}{'x' + str(card['scale']):<7}{card['fused_parameters']:>9,}  {score:<32}"
+              f"{card['training']['data'].split(' (')[0]}, {card['training']['iterations']} it")
+    print('Scores and training details: docs/models.md; load one with lipt_arch.zoo.load_pretrained(name).')
+    return 0
+
+
+COMMANDS = {'infer': _infer, 'convert': _convert, 'export': _export, 'info': _info, 'models': _models}
 
 if __name__ == '__main__':
     sys.exit(main())

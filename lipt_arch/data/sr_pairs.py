@@ -50,6 +50,11 @@ def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
     return (np.clip(np.round(lr * 255.0), 0, 255) / 255.0).astype(np.float32)
 
 
+def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic ``scale`` upsampling of (h, w, C) float [0, 1] -> (h*s, w*s, C), clipped to [0, 1]."""
+    return np.clip(imresize(lr, scale), 0, 1).astype(np.float32)
+
+
 def make_pair(name: str, img: np.ndarray, scale: int, center_crop: int | None = None) -> SRPair:
     """Pair from an 8-bit image (any of :func:`to_rgb_uint8`'s layouts): optional centre crop, modcrop, bicubic LR.
 
