@@ -1,9 +1,9 @@
 """Latency of fused LIPT against the authors' network structure and peer SR networks, measured in one process.
 
     python benchmarks/latency.py --compile --train    # CPU, 2 threads, x4, 184x320 -> 736x1280, median of 3
-    python benchmarks/latency.py --device cuda        # the same table on a GPU (fp32 and fp16)
+    python benchmarks/latency.py --device cuda        # the same table on a GPU (fp32, fp16 and bf16)
 
-Rows: our fused LIPT in fp32 and bf16 (fp16 on CUDA), with ``--compile`` also under ``torch.compile`` (Inductor
+Rows: our fused LIPT in fp32 and bf16 (fp16 and bf16 on CUDA), with ``--compile`` also under ``torch.compile`` (Inductor
 freezing); the authors' structure restated in benchmarks/reference_structure.py (training form, and the form after
 their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs alone); peers
 (BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with random weights
@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lipt_arch  # noqa: E402,F401
+from benchmarks.machine import describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
 from lipt_arch.archs import compile_rep_convs  # noqa: E402
@@ -162,15 +163,17 @@ def conv_floor(net: nn.Module, x: torch.Tensor, dtype: str = 'fp32') -> Callable
     return run
 
 
-def lipt_entries(x: torch.Tensor, scale: int, low: str, compile_: bool) -> list[dict]:
-    """The LIPT rows (ours, the authors' structure, the conv floor) for Small and Tiny, to be timed."""
+def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compile_: bool) -> list[dict]:
+    """The LIPT rows (ours, the authors' structure, the conv floor) for Small and Tiny, to be timed; ``low`` names
+    the reduced precision(s) of the fused rows and the conv floor ('bf16', 'fp16')."""
+    lows = (low,) if isinstance(low, str) else tuple(low)
     entries = []
     for preset in ('small', 'tiny'):
         model = LIPT(**preset_config(preset, scale)).to(x.device).eval()
         fused = reparameterize(model)
         label = f'LIPT-{preset.capitalize()}'
         entries.append(inference_entry(f'{label} fused (ours)', fused, x))
-        entries.append(inference_entry(f'{label} fused (ours)', fused, x, dtype=low, macs=False))
+        entries += [inference_entry(f'{label} fused (ours)', fused, x, dtype=dtype, macs=False) for dtype in lows]
         if compile_:
             import torch._inductor.config as inductor_config
             inductor_config.freezing = True  # weights become constants: oneDNN prepacks them, conv+ReLU/add fuse
@@ -182,7 +185,7 @@ def lipt_entries(x: torch.Tensor, scale: int, low: str, compile_: bool) -> list[
             entries.append(inference_entry(f'{label} training form, eval (ours)', model, x, macs=False))
             entries.append(inference_entry(f"{label} training form, eval (authors' structure)",
                                            ReferenceLIPT(model, False).eval(), x, macs=False))
-        for dtype in ('fp32', low):
+        for dtype in ('fp32', *lows):
             entries.append(dict(name=f'{label}: its 3x3 convs alone (conv-bound floor)', dtype=dtype, params=0,
                                 macs=None, run=conv_floor(fused, x, dtype)))
     return entries
@@ -235,7 +238,9 @@ def memory_rows(threads: int) -> list[dict]:
 def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argparse.Namespace,
              baseline: dict[str, float]) -> str:
     h, w = args.height, args.width
-    lines = [f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
+    machine = getattr(args, 'machine', None)  # describe(): CPU, ISA, torch, threads, load before/after, busy warning
+    lines = ([machine, ''] if machine else []) + [
+             f'Device: {args.device_name}; threads: {torch.get_num_threads()}; torch {torch.__version__}; '
              f'x{args.scale}, input {h}x{w} -> {h * args.scale}x{w * args.scale}; {args.clock} time; the networks '
              f'take turns, median of {args.repeats} rounds after a warm-up; random weights.', '',
              "| network | dtype | params (M) | MACs (G) | time (s) | speed-up vs authors' converted (fp32) |",
@@ -359,8 +364,9 @@ def main() -> None:
         sys.exit('--device cuda: no CUDA device available')
     device = torch.device(args.device)
     args.device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    load_before = load_average()
     x = torch.rand(1, 3, args.height, args.width, device=device)
-    low = 'fp16' if device.type == 'cuda' else 'bf16'
+    low = ('fp16', 'bf16') if device.type == 'cuda' else 'bf16'
     entries = lipt_entries(x, args.scale, low, args.compile)
     if not args.no_peers:
         entries += [inference_entry(name, build().to(device).eval(), x) for name, build in peers(args.scale).items()]
@@ -368,6 +374,7 @@ def main() -> None:
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats) if args.train else []
     memory = memory_rows(args.threads) if device.type == 'cpu' and not args.no_memory else []
+    args.machine = describe(load_before, load_average(), args.device)
     table = markdown(rows, train, memory, args, baseline)
     print(table)
     if args.markdown:

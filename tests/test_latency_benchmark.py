@@ -45,3 +45,41 @@ def test_training_goal_lines():
     goals = dict(latency.goal_lines([], train))
     assert goals["LIPT-Tiny training step, ours vs authors' structure"] == '1.20x / 1.5x (not met)'
     assert goals["LIPT-Tiny training step, ours + compile_rep_convs vs authors' structure"] == '2.00x / 1.5x (met)'
+
+
+CPUINFO = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse avx avx2 avx512f avx512_bf16 amx_tile amx_bf16
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+"""
+
+
+def test_machine_header_names_cpu_isa_torch_threads_and_load():
+    from benchmarks import machine
+
+    text = machine.describe((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), cpuinfo=CPUINFO)
+    assert text.startswith('CPU: Intel(R) Xeon(R) Platinum 8480+, ')
+    assert 'ISA AVX2, AVX-512, AVX512-BF16, AMX (torch CPU capability ' in text
+    assert f'torch {torch.__version__}; threads {torch.get_num_threads()}.' in text
+    assert 'Load average (1, 5, 15 min): 0.10, 0.20, 0.30 before; 0.40, 0.50, 0.60 after.' in text
+    assert machine.cpu_info('flags\t: avx avx2\n')['isa'] == ['AVX2']
+
+
+def test_busy_machine_is_flagged_by_the_stated_rule():
+    from benchmarks import machine
+
+    assert machine.load_warning((0.9, 0, 0), (1.0, 0, 0), cpus=2) is None  # 1.0 <= 0.5 per CPU x 2
+    warning = machine.load_warning((0.2, 0, 0), (1.1, 0, 0), cpus=2)
+    assert warning.startswith('WARNING: busy machine') and '1.10 after' in warning
+    busy = machine.describe((9.0, 8.0, 7.0), (12.0, 9.0, 7.0), cpuinfo=CPUINFO)
+    assert busy.splitlines()[-1].startswith('WARNING: busy machine')
+
+
+def test_markdown_table_starts_with_the_machine_header():
+    args = argparse.Namespace(height=12, width=20, scale=2, clock='cpu', repeats=1, device_name='CPU',
+                              machine='CPU: test machine')
+    rows = [dict(name='LIPT-Tiny fused (ours)', dtype='fp32', params=1, macs=None, seconds=0.1)]
+    table = latency.markdown(rows, [], [], args, {})
+    assert table.splitlines()[:3] == ['CPU: test machine', '', table.splitlines()[2]]
+    assert table.splitlines()[2].startswith('Device: CPU; threads: ')
