@@ -1,4 +1,4 @@
-"""Short CPU training from LIPT's default initialisation vs zero-initialised residual branches (LIPT_zero_init).
+"""Short CPU training from LIPT's default initialisation vs zero-initialised residual branches (zero_init_residual).
 
 Trains on the demo's scikit-image photos and prints the fused Y-PSNR on the held-out photos (256x256 HR centres)
 every ``--every`` iterations, next to bicubic. Numbers in docs/training.md.
@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader, RandomSampler
 
 import lipt_arch  # noqa: F401  (compat shim before basicsr)
 from lipt_arch import LIPT, preset_config
-from lipt_arch.archs.zero_init_arch import zero_init_residual_
+from lipt_arch.archs import zero_init_residual_
 from lipt_arch.data.skimage_dataset import VAL_IMAGES, SkimageSRDataset, photo_pair
-from lipt_arch.data.sr_pairs import seed_everything
 
 sys.path.insert(0, __file__.rsplit('/', 1)[0])
+from sr_eval import seed_everything  # noqa: E402
 from train_t91 import bicubic_psnr, fused_psnr  # noqa: E402
 
 

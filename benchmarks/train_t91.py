@@ -27,16 +27,12 @@ from torch.utils.data import DataLoader, RandomSampler
 
 import lipt_arch
 from lipt_arch import LIPT, preset_config, reparameterize
-from lipt_arch.archs.zero_init_arch import zero_init_residual_
-from lipt_arch.data.sr_pairs import (
-    PairedMemoryDataset,
-    SRPair,
-    bicubic_upsample,
-    load_folder_pairs,
-    psnr_y,
-    seed_everything,
-)
+from lipt_arch.archs import zero_init_residual_
+from lipt_arch.data.sr_pairs import PairedMemoryDataset, SRPair, bicubic_upsample, load_folder_pairs
 from lipt_arch.models import training_speed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.sr_eval import psnr_y, seed_everything  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SETS = ('Set5', 'Set14')
@@ -200,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--lr', type=float, default=2e-3)
     parser.add_argument('--init', choices=['zero', 'default'], default='zero',
-                        help="'zero': zero-initialised residual branches (LIPT_zero_init); 'default': LIPT's own")
+                        help="'zero': zero-initialised residual branches (zero_init_residual); 'default': LIPT's own")
     parser.add_argument('--warmup', type=int, default=20, help='linear warmup iterations')
     parser.add_argument('--min-lr-ratio', type=float, default=0.1)
     parser.add_argument('--threads', type=int, default=1,

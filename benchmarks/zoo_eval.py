@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import lipt_arch  # noqa: E402
+from lipt_arch.checkpoints import load_any  # noqa: E402
 from lipt_arch.data.sr_pairs import bicubic_upsample, load_folder_pairs  # noqa: E402
-from lipt_arch.loading import load_any  # noqa: E402
 from lipt_arch.zoo import file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
 from lipt_arch.zoo.evaluate import network_upscaler, score_folder  # noqa: E402
 

@@ -10,14 +10,13 @@ import os
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from lipt_arch.errors import ImageError
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')  # the one list
 DEEP_EXTENSIONS = ('.png', '.tif', '.tiff')  # can hold 16 bits per channel
 ALPHA_EXTENSIONS = ('.png', '.tif', '.tiff', '.webp')
-_JPEG_END, _PNG_END = b'\xff\xd9', b'IEND'
-
-
-class ImageError(ValueError):
-    """An image file is missing, empty, truncated, not an image, or cannot be written."""
+END_MARKERS = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}
+END_MARKER_SEARCH = 65536  # bytes from the end searched for the marker: writers may append data after it
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -35,6 +34,20 @@ def check_extension(path: str | os.PathLike) -> str:
     return ext
 
 
+def lacks_end_marker(tail: bytes, ext: str) -> bool:
+    """Whether a PNG / JPEG whose last bytes are ``tail`` misses its end marker (cut short, e.g. by an interrupted
+    copy); False for other formats. JPEG byte stuffing keeps FFD9 unique."""
+    marker = END_MARKERS.get(ext.lower())
+    return marker is not None and marker not in tail
+
+
+def file_is_truncated(path: str | os.PathLike) -> bool:
+    """:func:`lacks_end_marker` for the file at ``path`` (reads only its last bytes)."""
+    with open(path, 'rb') as f:
+        f.seek(max(os.path.getsize(path) - END_MARKER_SEARCH, 0))
+        return lacks_end_marker(f.read(), os.path.splitext(os.fspath(path))[1])
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode ``path`` unchanged (depth and alpha kept): (H, W) or (H, W, C), uint8 / uint16 / float32."""
     path = os.fspath(path)
@@ -45,8 +58,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f'{path}: cannot read: {err.strerror or err}') from None
     if data.size == 0:
         raise ImageError(f'{path}: empty file (0 bytes)')
-    tail = data[-65536:].tobytes()  # some writers append data after the end marker; stuffing keeps FFD9 unique
-    if (ext in ('.jpg', '.jpeg') and _JPEG_END not in tail) or (ext == '.png' and _PNG_END not in tail):
+    if lacks_end_marker(data[-END_MARKER_SEARCH:].tobytes(), ext):
         raise ImageError(f'{path}: truncated {ext[1:].upper()} file (no end marker)')
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:

@@ -1,4 +1,4 @@
-"""One test per basicsr 1.4.2 fix in lipt_arch.basicsr_fixes."""
+"""One test per basicsr 1.4.2 fix in lipt_arch.basicsr_support.fixes."""
 from __future__ import annotations
 
 import collections
@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from basicsr.models.base_model import BaseModel
 
-from lipt_arch import basicsr_fixes
-from lipt_arch.checkpoint import CheckpointError
+from lipt_arch.basicsr_support import fixes as basicsr_fixes
+from lipt_arch.checkpoints import CheckpointError
 
 from .basicsr_helpers import TINY_NET
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lipt_arch import LIPT, load_model, preset_config, reparameterize, save_model
-from lipt_arch.checkpoint import infer_lipt_config
+from lipt_arch.checkpoints import infer_lipt_config
 from lipt_arch.cli.lipt_cli import main
 
 from .conftest import randomize_, shared_path

@@ -14,8 +14,8 @@ import pytest
 import torch
 from basicsr.data.data_sampler import EnlargedSampler
 
-from lipt_arch import resume
-from lipt_arch.checkpoint import read_checkpoint
+from lipt_arch.basicsr_support import resume
+from lipt_arch.checkpoints import read_checkpoint
 
 from .basicsr_helpers import make_pairs, start_basicsr, train_options, write_options
 from .conftest import REPO
@@ -163,7 +163,7 @@ def test_fixes_installed():
     import basicsr.train
     from basicsr.models.base_model import BaseModel
 
-    from lipt_arch import basicsr_fixes
+    from lipt_arch.basicsr_support import fixes as basicsr_fixes
 
     assert basicsr.train.EnlargedSampler is resume.ResumableSampler
     assert BaseModel.update_learning_rate is basicsr_fixes.update_learning_rate

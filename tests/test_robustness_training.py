@@ -12,10 +12,11 @@ import torch
 import yaml
 from basicsr.losses.basic_loss import L1Loss
 
-from lipt_arch.checkpoint import read_checkpoint
+from lipt_arch.checkpoints import read_checkpoint
 from lipt_arch.cli.basicsr_cli import main
-from lipt_arch.models.lipt_model import LIPTModel, NonFiniteLossError
-from lipt_arch.options_check import check_lipt_options
+from lipt_arch.errors import NonFiniteLossError
+from lipt_arch.models.lipt_model import LIPTModel
+from lipt_arch.validation import check_lipt_options
 
 from .basicsr_helpers import merge, train_options, write_options
 from .conftest import REPO
@@ -67,6 +68,16 @@ OPTION_CASES = {  # name: (options merged into the tiny run, text the error line
     'string_val_freq': ({'val': {'val_freq': '5e3'}}, "val.val_freq: must be a positive integer, got '5e3'"),
     'compile_not_bool': ({'train': {'compile_rep_convs': 'yes please'}},
                          "train.compile_rep_convs: must be true or false, got 'yes please'"),
+    # values basicsr's own parse_options fails on with a traceback (checked before it runs)
+    'dataroot_list': ({'datasets': {'train': {'dataroot_gt': ['a', 'b']}}},
+                      "datasets.train.dataroot_gt: must be one path (a string), got ['a', 'b'] (several HR folders"),
+    'dataroot_number': ({'datasets': {'val': {'dataroot_lq': 5}}},
+                        'datasets.val.dataroot_lq: must be one path (a string), got 5'),
+    'num_gpu_text': ({'num_gpu': 'two'}, "num_gpu: must be 'auto' or an integer >= 0, got 'two'"),
+    'pretrain_list': ({'path': {'pretrain_network_g': ['x.pth']}},
+                      "path.pretrain_network_g: must be a checkpoint path (a string), got ['x.pth']"),
+    'zero_init_text': ({'network_g': {'zero_init_residual': 'yes'}},
+                       "network_g.zero_init_residual: must be true or false, got 'yes'"),
 }
 
 

@@ -5,7 +5,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from lipt_arch import LIPT, preset_config
 from lipt_arch.models.lipt_model import OptionError
-from lipt_arch.options_check import check_lipt_options
+from lipt_arch.validation import check_lipt_options
 
 SMALL = dict(num_feat=8, num_block=1)
 

@@ -7,15 +7,9 @@ import torch
 from basicsr.data import build_dataset
 from basicsr.utils.matlab_functions import imresize
 
+from benchmarks.sr_eval import psnr_y
 from lipt_arch.data.skimage_dataset import PHOTOS, TRAIN_IMAGES, VAL_IMAGES, SkimageSRDataset, load_photo
-from lipt_arch.data.sr_pairs import (
-    PairedMemoryDataset,
-    bicubic_upsample,
-    load_folder_pairs,
-    make_pair,
-    psnr_y,
-    to_rgb_uint8,
-)
+from lipt_arch.data.sr_pairs import PairedMemoryDataset, bicubic_upsample, load_folder_pairs, make_pair, to_rgb_uint8
 
 from .conftest import shared_path
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lipt_arch import LIPT, load_model, load_official, preset_config, reparameterize, save_model
-from lipt_arch.loading import load_any
+from lipt_arch.checkpoints import load_any
 
 from .conftest import IN_CI, randomize_, shared_path
 

@@ -11,7 +11,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 import lipt_arch
-from lipt_arch.checkpoint import CheckpointError
+from lipt_arch.checkpoints import CheckpointError
 from lipt_arch.models.lipt_model import LIPTModel, ema_buffers_, format_metrics
 
 from .basicsr_helpers import merge, train_options
@@ -171,7 +171,7 @@ def test_deploy_checkpoint_into_training_form_gets_a_hint(trained, root):
 def test_side_by_side_takes_grey_images():
     import numpy as np
 
-    from lipt_arch.models.lipt_model import SEPARATOR_PX, side_by_side
+    from lipt_arch.visualization import SEPARATOR_PX, side_by_side
 
     grey = [np.zeros((4, 5), np.uint8), np.full((6, 5), 9, np.uint8)]
     out = side_by_side(grey)

@@ -12,11 +12,11 @@ from basicsr.models import build_model
 import lipt_arch
 from lipt_arch.archs import NVSMAttention, reparameterize
 from lipt_arch.archs.nvsm_attention import qq_softmax
-from lipt_arch.checkpoint import read_checkpoint
+from lipt_arch.checkpoints import read_checkpoint
 from lipt_arch.models import training_speed
 from lipt_arch.models.lipt_model import NonFiniteLossError, OptionError
 from lipt_arch.models.training_speed import SpeedOptions, speed_options
-from lipt_arch.options_check import check_lipt_options
+from lipt_arch.validation import check_lipt_options
 
 from .basicsr_helpers import train_options
 from .test_training_model import _loader, _prepare

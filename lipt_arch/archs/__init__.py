@@ -2,7 +2,7 @@
 from lipt_arch.registration import import_modules
 
 from .hrm import HRM, RepConv3x3, compile_rep_convs
-from .lipt_arch import LIPT
+from .lipt_arch import LIPT, zero_init_residual_
 from .nvsm_attention import NVSMAttention
 from .presets import PRESETS, preset_config
 from .reparameterize import reparameterize
@@ -10,4 +10,4 @@ from .reparameterize import reparameterize
 _modules = import_modules(__name__, __file__, '_arch.py')
 
 __all__ = ['HRM', 'LIPT', 'NVSMAttention', 'PRESETS', 'RepConv3x3', 'compile_rep_convs', 'preset_config',
-           'reparameterize']
+           'reparameterize', 'zero_init_residual_']

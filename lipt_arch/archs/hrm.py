@@ -123,6 +123,17 @@ class RepConv3x3(nn.Module):
         dtype = self.conv3x3.weight.dtype
         return kernel.to(dtype), bias.to(dtype)
 
+    @torch.no_grad()
+    def zero_output_(self) -> None:
+        """Make the block output zero for every input, in place: the scale and bias of each branch's last BatchNorm
+        and both Sobel branches' scale and bias are set to zero (the branches keep their other weights)."""
+        for bn in (self.bn3x3, self.bn1x1, self.avg_bn_out, self.seq_bn_out):
+            bn.weight.zero_()
+            bn.bias.zero_()
+        for axis in ('x', 'y'):
+            getattr(self, f'sobel_{axis}_scale').zero_()
+            getattr(self, f'sobel_{axis}_bias').zero_()
+
     def to_conv(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d(C_in, C_out, 3, padding=1)`` equal to this block in eval mode."""
         kernel, bias = self.equivalent_kernel_bias()
@@ -174,6 +185,16 @@ class HRM(nn.Module):
         super().__init__()
         self.conv0 = rep_conv3x3(channels, channels * exp_ratio, deploy)
         self.conv1 = rep_conv3x3(channels * exp_ratio, channels, deploy)
+
+    @torch.no_grad()
+    def zero_init_last_(self) -> None:
+        """Zero the output layer (``conv1``) in place, so the module outputs zeros: with the caller's residual it
+        starts as the identity ("zero-init residual", Goyal et al. 2017)."""
+        if isinstance(self.conv1, RepConv3x3):
+            self.conv1.zero_output_()
+        else:
+            self.conv1.weight.zero_()
+            self.conv1.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv1(F.relu(self.conv0(x)))

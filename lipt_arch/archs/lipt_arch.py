@@ -109,6 +109,9 @@ class LIPT(nn.Module):
         img_residual: add the input image to the output (``upscale`` 1 only), as restoration networks such as
             SwinIR do; the reference code has no such residual (False).
         deploy: build the fused structure (plain 3x3 convs, no BatchNorm), as :func:`reparameterize` produces.
+        zero_init_residual: start every residual branch at zero (:func:`zero_init_residual_`), so each LIPT block is
+            the identity at initialisation; trains much faster in short runs (docs/training.md). Only initial
+            values change: not part of ``config`` (checkpoints hold the trained weights).
 
     Input (B, num_in_ch, H, W) in [0, 1], any H, W >= 1; output (B, num_out_ch, H * upscale, W * upscale), about
     [0, 1] (not clamped).
@@ -117,7 +120,7 @@ class LIPT(nn.Module):
     def __init__(self, upscale: int | None = None, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_block: int = 6, shared_depth: int = 1, window_size: int = 8, exp_ratio: int = 1,
                  img_range: float = 1.0, rgb_mean: tuple[float, ...] = RGB_MEAN, img_residual: bool = False,
-                 deploy: bool = False, scale: int | None = None) -> None:
+                 deploy: bool = False, zero_init_residual: bool = False, scale: int | None = None) -> None:
         super().__init__()
         upscale = resolve_upscale(upscale, scale, default=4)
         _check_options(upscale=upscale, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
@@ -139,6 +142,8 @@ class LIPT(nn.Module):
             for i in range(num_block))
         self.tail = nn.Conv2d(num_feat, num_out_ch * upscale ** 2, 3, 1, 1)
         self.upsample = nn.PixelShuffle(upscale) if upscale > 1 else nn.Identity()
+        if zero_init_residual:
+            zero_init_residual_(self)
 
     channels_last = True  # run the convs on channels-last tensors (faster; the attention works on (B, H*W, C))
 
@@ -158,6 +163,24 @@ class LIPT(nn.Module):
             out = out + x
         out = (out + self.mean_out * self.img_range) / self.img_range
         return out[:, :, :height * self.upscale, :width * self.upscale]
+
+
+@torch.no_grad()
+def zero_init_residual_(model: nn.Module) -> nn.Module:
+    """Zero the last layer of every residual branch of ``model`` in place (each HRM's ``conv1``, each NVSM-SA's
+    ``proj_out``), training or deploy form; returns ``model``.
+
+    An untrained LIPT's output has a standard deviation of about 4-6 on [0, 1] images (every branch adds
+    unit-variance BatchNorm outputs to the residual stream); with this, every block starts as the identity and the
+    network as ``tail(2 * head(x))``. The architecture, the fusion and the checkpoints are unchanged.
+    """
+    for module in model.modules():
+        if isinstance(module, HRM):
+            module.zero_init_last_()
+        elif isinstance(module, NVSMAttention):
+            nn.init.zeros_(module.proj_out.weight)
+            nn.init.zeros_(module.proj_out.bias)
+    return model
 
 
 def _mean(rgb_mean: tuple[float, ...], channels: int) -> Tensor:

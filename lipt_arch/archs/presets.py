@@ -6,6 +6,7 @@ For ``upscale=1`` (denoising, JPEG) the paper gives no depth; we use the x2 dept
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -53,3 +54,16 @@ def LIPT_small(upscale: int | None = None, scale: int | None = None, **overrides
 def LIPT_base(upscale: int | None = None, scale: int | None = None, **overrides: Any) -> LIPT:  # noqa: N802
     """LIPT-Base (about 26 M fused parameters, window 16, no attention sharing)."""
     return LIPT(**preset_config('base', resolve_upscale(upscale, scale, default=2), **overrides))
+
+
+@ARCH_REGISTRY.register()
+def LIPT_zero_init(preset: str | None = None, upscale: int | None = None, scale: int | None = None,  # noqa: N802
+                   **kwargs: Any) -> LIPT:
+    """Deprecated: a :class:`LIPT` (from ``preset`` plus ``kwargs``, or ``kwargs`` alone) with
+    ``zero_init_residual=True``; write ``type: LIPT_<preset>`` (or ``LIPT``) and ``zero_init_residual: true``."""
+    replacement = f'LIPT_{preset}' if preset is not None else 'LIPT'
+    warnings.warn(f'network_g type LIPT_zero_init is deprecated: use type: {replacement} with '
+                  'zero_init_residual: true', FutureWarning, stacklevel=2)
+    upscale = resolve_upscale(upscale, scale, default=2)
+    config = preset_config(preset, upscale, **kwargs) if preset is not None else dict(kwargs, upscale=upscale)
+    return LIPT(**config, zero_init_residual=True)

@@ -1,7 +1,7 @@
 """``basicsr train`` / ``basicsr test``: BasicSR's own ``train_pipeline`` / ``test_pipeline`` with LIPT registered.
 
 Experiments (``experiments/<name>/``), logs and results (``results/<name>/``) go under the current directory.
-Bad input (a missing dataset folder, an option out of range (:mod:`lipt_arch.options_check`), GT / LQ folders that
+Bad input (a missing dataset folder, an option out of range (:mod:`lipt_arch.validation`), GT / LQ folders that
 do not pair up, a wrong ``network_g`` keyword, a checkpoint that is corrupt or does not fit, a NaN loss) ends with
 one line on stderr naming the file, option or iteration and exit status 1, before BasicSR creates any folder where
 it can check that early. See docs/robustness.md.
@@ -9,19 +9,17 @@ it can check that early. See docs/robustness.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 
 import yaml
 
-import lipt_arch  # noqa: F401  (registers LIPT, applies lipt_arch.basicsr_fixes)
+import lipt_arch  # noqa: F401  (registers LIPT; its basicsr_support.fixes check the options as basicsr parses them)
 from lipt_arch.bundled_options import OptionNotFoundError, resolve_option
-from lipt_arch.checkpoint import CheckpointError
-from lipt_arch.models.lipt_model import NonFiniteLossError, OptionError
-from lipt_arch.options_check import check_lipt_options
+from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 
 COMMANDS = {
     'train': ('train a network with BasicSR (basicsr.train.train_pipeline)',
@@ -33,7 +31,6 @@ COMMANDS = {
              'Evaluate the datasets of an option YAML; logs, metrics and images go to ./results/<name>/. '
              'LIPTModel evaluates the fused (deploy) network.'),
 }
-CHECKED_DATA_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,46 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_options(opt: dict) -> None:
-    """Raise :class:`OptionError` naming the first bad option value (:func:`check_lipt_options`), dataset path or
-    checkpoint option whose file is missing."""
-    check_lipt_options(opt)
-    for phase, dataset in (opt.get('datasets') or {}).items():
-        for key in CHECKED_DATA_KEYS:
-            path = dataset.get(key)
-            if isinstance(path, str) and not os.path.exists(path):
-                raise OptionError(f'datasets.{phase}.{key}: not found: {path}')
-    for key, path in (opt.get('path') or {}).items():
-        if (key.startswith('pretrain_network') or key == 'resume_state') and path and not os.path.isfile(path):
-            raise OptionError(f'path.{key}: checkpoint not found: {path}')
-
-
-@contextlib.contextmanager
-def _checked_parse(module_name: str) -> Iterator[None]:
-    """Run :func:`check_options` right after the pipeline parses its options (before it makes folders)."""
-    module = importlib.import_module(module_name)
-    parse = module.parse_options
-
-    def parse_and_check(root_path: str, is_train: bool = True):
-        opt, args = parse(root_path, is_train)
-        check_options(opt)
-        return opt, args
-
-    module.parse_options = parse_and_check
-    try:
-        yield
-    finally:
-        module.parse_options = parse
-
-
 def run(command: str, argv: Sequence[str], root_path: str | None = None) -> None:
     """Run BasicSR's ``command`` pipeline on BasicSR-style ``argv`` (``-opt X.yml ...``), rooted at ``root_path``
-    (default: the current directory)."""
-    module_name = f'basicsr.{command}'
-    pipeline = getattr(importlib.import_module(module_name), f'{command}_pipeline')
+    (default: the current directory). Its ``parse_options`` checks every option
+    (:func:`lipt_arch.basicsr_support.fixes.parse_options`)."""
+    pipeline = getattr(importlib.import_module(f'basicsr.{command}'), f'{command}_pipeline')
     sys.argv = [f'basicsr {command}', *argv]
-    with _checked_parse(module_name):
-        pipeline(os.path.abspath(root_path or os.getcwd()))
+    pipeline(os.path.abspath(root_path or os.getcwd()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionNotFoundError as err:
         return _fail(args.command, f'-opt: {err}')
     try:
-        run(args.command, rest)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_: _say(args.command, 'warning', str(message))
+            run(args.command, rest)
     except (CheckpointError, OptionError) as err:
         return _fail(args.command, str(err))
     except NonFiniteLossError as err:
@@ -135,8 +101,13 @@ def _with_option_path(argv: list[str], path: str) -> list[str]:
 
 
 def _fail(command: str, message: str) -> int:
-    print(f'basicsr {command}: error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+    _say(command, 'error', message)
     return 1
+
+
+def _say(command: str, kind: str, message: str) -> None:
+    """One line on stderr: ``basicsr <command>: <kind>: <message>``."""
+    print(f'basicsr {command}: {kind}: {" ".join(message.split())}', file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

@@ -9,14 +9,26 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    import torch
-
-    from lipt_arch.loading import LoadedModel
+from lipt_arch import zoo
+from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
+from lipt_arch.checkpoints import (
+    KINDS,
+    LoadedModel,
+    checkpoint_format,
+    count_parameters,
+    load_any,
+    matching_preset,
+    save_model,
+)
+from lipt_arch.errors import CheckpointError, ImageError, OptionError
+from lipt_arch.export import check_onnx, export_onnx
+from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, fit_to_format, is_image_path, read_image, write_image
+from lipt_arch.inference import resolve_device, resolve_dtype, upscale_array
+from lipt_arch.validation import check_lipt_args
 
 EXIT_FAILURE = 1
 DEBUG_ENV = 'LIPT_DEBUG'  # set to 1 to see tracebacks instead of one-line errors
@@ -27,9 +39,9 @@ class CliError(Exception):
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--scale', type=int, choices=(1, 2, 3, 4), default=None,
+    parser.add_argument('--scale', type=int, choices=SCALES, default=None,
                         help='expected scale; checked against the checkpoint (inferred when omitted)')
-    parser.add_argument('--window-size', type=int, choices=(8, 16), default=None,
+    parser.add_argument('--window-size', type=int, choices=WINDOW_SIZES, default=None,
                         help='attention window for checkpoints that do not record it (default: the matching '
                              "preset's, else 8)")
 
@@ -81,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lipt`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    from lipt_arch.checkpoint import CheckpointError
-    from lipt_arch.image_io import ImageError
-
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_lipt_args(args)
+    except OptionError as err:
+        parser.error(str(err))  # bad usage: one line, exit status 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warn_line
@@ -117,8 +131,6 @@ def _warn_line(message: Warning | str, *_args: object, **_kwargs: object) -> Non
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
-    from lipt_arch.loading import KINDS, load_any
-
     args.model = _model_path(args.model, args.scale)
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
@@ -130,8 +142,6 @@ def _load(args: argparse.Namespace) -> LoadedModel:
 def _model_path(spec: str | None, scale: int | None) -> str:
     """A checkpoint path for ``--model``: the file itself when it exists, else a shipped model's weights (by name,
     or ``lipt-tiny-x<scale>`` when ``spec`` is None), checked against its card's SHA-256."""
-    from lipt_arch import zoo
-
     if spec is not None and (Path(spec).exists() or Path(spec).suffix):
         return spec
     try:
@@ -144,8 +154,6 @@ def _model_path(spec: str | None, scale: int | None) -> str:
 
 
 def _describe(config: dict) -> str:
-    from lipt_arch.checkpoint import matching_preset
-
     preset = matching_preset(config)
     name = f'LIPT-{preset}' if preset else f"LIPT (width {config['num_feat']}, {config['num_block']} blocks)"
     return f"{name} x{config['upscale']}"
@@ -153,8 +161,6 @@ def _describe(config: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- infer
 def _infer(args: argparse.Namespace) -> int:
-    from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, is_image_path
-
     source = Path(args.input)
     if not source.exists():
         raise CliError(f'{source}: no such file or folder')
@@ -180,8 +186,6 @@ def _infer(args: argparse.Namespace) -> int:
         if target.resolve() == source.resolve():
             raise CliError(f'{target}: output would overwrite the input')
         jobs = [(source, target)]
-
-    from lipt_arch.inference import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -219,8 +223,6 @@ def _output_folder(path: Path) -> Path:
 
 
 def _one_line(err: Exception, src: Path) -> str:
-    from lipt_arch.image_io import ImageError
-
     text = ' '.join(str(err).split()) or type(err).__name__
     if isinstance(err, ImageError):
         return text  # already names the file
@@ -229,9 +231,6 @@ def _one_line(err: Exception, src: Path) -> str:
 
 def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device,
                dtype: torch.dtype) -> None:
-    from lipt_arch.image_io import fit_to_format, read_image, write_image
-    from lipt_arch.inference import upscale_array
-
     img = read_image(src)
     out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device, dtype=dtype)
     out, notes = fit_to_format(out, dst.suffix.lower())
@@ -242,20 +241,16 @@ def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Name
 
 # ------------------------------------------------------------------------------------------- convert, export, info
 def _convert(args: argparse.Namespace) -> int:
-    from lipt_arch.checkpoint import save_model
-
     output = Path(args.output)
-    fmt = args.format or ('safetensors' if output.suffix.lower() == '.safetensors' else 'pth')
+    fmt = checkpoint_format(output, args.format)
     args.model = args.input
     loaded = _load(args)
     save_model(loaded.model, output, fuse=False, format=fmt)
-    _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {_count(loaded.model):,} parameters) to {output}')
+    _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {count_parameters(loaded.model):,} parameters) to {output}')
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lipt_arch.export import check_onnx, export_onnx
-
     loaded = _load(args)
     export_onnx(loaded.model, args.onnx, opset=args.opset)
     _note(f'wrote {_describe(loaded.config)} to {args.onnx} (input "image" (B, {loaded.config["num_in_ch"]}, H, W) '
@@ -270,9 +265,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lipt_arch.checkpoint import matching_preset
-    from lipt_arch.loading import KINDS
-
     loaded = _load(args)
     config = loaded.config
     preset = matching_preset(config)
@@ -286,7 +278,7 @@ def _info(args: argparse.Namespace) -> int:
                   f"(shared_depth {config['shared_depth']})"),
         ('window', f"{config['window_size']}{window_note}"),
         ('parameters', f'{loaded.stored_parameters:,} as stored' + (
-            '' if loaded.stored_fused else f', {_count(loaded.model):,} fused')),
+            '' if loaded.stored_fused else f', {count_parameters(loaded.model):,} fused')),
         ('fused', fused),
     ]
     for key, value in rows:
@@ -294,16 +286,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(model: torch.nn.Module) -> int:
-    from lipt_arch.loading import count_parameters
-
-    return count_parameters(model)
-
-
 def _models(args: argparse.Namespace) -> int:
-    from lipt_arch.zoo import model_cards
-
-    cards = model_cards()
+    cards = zoo.model_cards()
     if not cards:
         raise CliError('no pretrained models in this install (lipt_arch/zoo/models.json missing)')
     print(f'{"name":<16}{"task":<6}{"scale":<7}{"params":>9}  {"Set5 Y-PSNR (bicubic, paper)":<32}trained on')

@@ -20,14 +20,9 @@ from typing import Any
 
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from lipt_arch.validation import positive_option
+
 from .sr_pairs import PairedMemoryDataset, load_folder_pairs
-
-
-def _positive_int(opt: dict[str, Any], key: str) -> int | None:
-    value = opt.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f'BicubicSRDataset option {key!r} must be a positive integer, got {value!r}')
-    return value
 
 
 @DATASET_REGISTRY.register()
@@ -35,9 +30,7 @@ class BicubicSRDataset(PairedMemoryDataset):
     """BasicSR dataset of HR/LR pairs from HR folders, LR made by MATLAB-style bicubic (see the module docstring)."""
 
     def __init__(self, opt: dict[str, Any]) -> None:
-        scale = _positive_int(opt, 'scale')
-        if scale is None:
-            raise ValueError("BicubicSRDataset needs option 'scale'")
+        scale = positive_option(opt, 'scale', 'BicubicSRDataset', required=True)
         if ('dataroot_gt' in opt) == ('hr_folders' in opt):
             raise ValueError("BicubicSRDataset needs exactly one of 'dataroot_gt' (a folder) and 'hr_folders' "
                              "(a list of folders)")
@@ -46,10 +39,10 @@ class BicubicSRDataset(PairedMemoryDataset):
         if isinstance(roots, str) or not roots or not all(isinstance(r, str) for r in roots):
             raise ValueError(f'BicubicSRDataset option {key!r} must be a folder (dataroot_gt) or a non-empty list '
                              f'of folders (hr_folders), got {opt[key]!r}')
-        gt_size = _positive_int(opt, 'gt_size')
+        gt_size = positive_option(opt, 'gt_size', 'BicubicSRDataset')
         if opt.get('phase') == 'train' and gt_size is None:
             raise ValueError("BicubicSRDataset option 'gt_size' is required for training")
-        center_crop = _positive_int(opt, 'center_crop')
+        center_crop = positive_option(opt, 'center_crop', 'BicubicSRDataset')
         pairs = [pair for root in roots for pair in load_folder_pairs(root, scale, center_crop)]
         self.opt = opt
         super().__init__(pairs, scale, gt_size, bool(opt.get('use_hflip', True)),

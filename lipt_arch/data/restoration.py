@@ -15,6 +15,9 @@ from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from torch.utils import data
 
+from lipt_arch.image_io import IMAGE_EXTENSIONS
+from lipt_arch.validation import positive_option
+
 Level = tuple[float, float]  # (low, high); low == high for a fixed level
 
 
@@ -75,12 +78,6 @@ def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buffer, flag).reshape(img.shape)
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Float [0, 1] -> uint8 [0, 255], rounded."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 COLORS = ('rgb', 'gray')
 
 
@@ -144,8 +141,8 @@ class GTDegradationDataset(data.Dataset):
             self.paths = sorted(os.path.join(root, p) for p in scandir(root, suffix=IMAGE_EXTENSIONS, recursive=True))
         if not self.paths:
             raise FileNotFoundError(f"dataset option 'dataroot_gt': no images in {root}")
-        if self.train and not (isinstance(opt.get('gt_size'), int) and opt['gt_size'] > 0):
-            raise ValueError(f"dataset option 'gt_size' must be a positive integer, got {opt.get('gt_size')!r}")
+        if self.train:
+            positive_option(opt, 'gt_size', 'dataset', required=True)
         self.file_client: FileClient | None = None
 
     def degrade(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

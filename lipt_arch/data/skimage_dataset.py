@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from lipt_arch.validation import positive_option
+
 from .sr_pairs import PairedMemoryDataset, SRPair, make_pair
 
 
@@ -71,21 +73,13 @@ def photo_pair(name: str, scale: int, center_crop: int | None = None) -> SRPair:
     return make_pair(name, load_photo(name), scale, center_crop)
 
 
-def _positive_int(opt: dict[str, Any], key: str) -> int | None:
-    value = opt.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f'SkimageSRDataset option {key!r} must be a positive integer, got {value!r}')
-    return value
-
 
 @DATASET_REGISTRY.register()
 class SkimageSRDataset(PairedMemoryDataset):
     """BasicSR dataset of HR/LR pairs from scikit-image's bundled colour photographs (see the module docstring)."""
 
     def __init__(self, opt: dict[str, Any]) -> None:
-        scale = _positive_int(opt, 'scale')
-        if scale is None:
-            raise ValueError("SkimageSRDataset needs option 'scale'")
+        scale = positive_option(opt, 'scale', 'SkimageSRDataset', required=True)
         split = opt.get('split', opt.get('phase', 'train'))
         split = 'val' if split == 'test' else split
         if split not in ('train', 'val'):
@@ -97,10 +91,10 @@ class SkimageSRDataset(PairedMemoryDataset):
         if unknown:
             raise ValueError(f'SkimageSRDataset: unknown image(s) {", ".join(map(repr, unknown))}; '
                              f'choose from {", ".join(PHOTOS)}')
-        gt_size = _positive_int(opt, 'gt_size') if split == 'train' else None
+        gt_size = positive_option(opt, 'gt_size', 'SkimageSRDataset') if split == 'train' else None
         if split == 'train' and gt_size is None:
             raise ValueError("SkimageSRDataset option 'gt_size' is required for training")
-        center_crop = _positive_int(opt, 'center_crop')
+        center_crop = positive_option(opt, 'center_crop', 'SkimageSRDataset')
         self.opt = opt
         super().__init__([photo_pair(n, scale, center_crop) for n in names], scale, gt_size,
                          bool(opt.get('use_hflip', True)), bool(opt.get('use_rot', True)))

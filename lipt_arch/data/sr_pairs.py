@@ -7,20 +7,17 @@ HWC numpy arrays; :class:`PairedMemoryDataset` serves them to BasicSR as CHW ten
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from basicsr.data.transforms import augment, mod_crop, paired_random_crop
-from basicsr.metrics import calculate_psnr
 from basicsr.utils.matlab_functions import imresize
 from torch.utils.data import Dataset
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+from lipt_arch.image_io import IMAGE_EXTENSIONS, is_image_path, read_image
 
 
 @dataclass
@@ -58,20 +55,6 @@ def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(imresize(lr, scale), 0, 1).astype(np.float32)
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """(H, W, C) float [0, 1] -> uint8 [0, 255], rounded like a saved image."""
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int) -> float:
-    """Y-channel PSNR (dB) of (H, W, 3) RGB float [0, 1] images after 8-bit rounding, border ``scale`` cropped.
-
-    BasicSR's ``calculate_psnr(test_y_channel=True)``; its ``to_y_channel`` expects BGR, hence the channel flip.
-    """
-    return float(calculate_psnr(to_uint8(sr)[..., ::-1], to_uint8(hr)[..., ::-1], crop_border=scale,
-                                test_y_channel=True))
-
-
 def make_pair(name: str, img: np.ndarray, scale: int, center_crop: int | None = None) -> SRPair:
     """Pair from an 8-bit image (any of :func:`to_rgb_uint8`'s layouts): optional centre crop, modcrop, bicubic LR.
 
@@ -96,25 +79,24 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f'image folder not found: {folder}')
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if is_image_path(p))
     if not files:
-        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
     return files
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit image file as (H, W, 3) RGB uint8 (grayscale repeated to 3 channels)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError(f'cannot read image: {path}')
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
+    """An 8-bit image file as (H, W, 3) RGB uint8 (grey repeated, alpha dropped), read by
+    :func:`lipt_arch.image_io.read_image` (BGR; one-line ``ImageError`` for a bad file)."""
+    img = read_image(path)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[:, :, [2, 1, 0]]
     return to_rgb_uint8(img)
 
 
 def load_folder_pairs(folder: str | os.PathLike, scale: int, center_crop: int | None = None) -> list[SRPair]:
     """Every image of an HR folder as an :class:`SRPair` (modcropped HR, bicubic LR)."""
-    return [make_pair(path.stem, read_image(path), scale, center_crop) for path in list_images(folder)]
+    return [make_pair(path.stem, read_rgb_uint8(path), scale, center_crop) for path in list_images(folder)]
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -158,9 +140,3 @@ class PairedMemoryDataset(Dataset):
             gt, lq = augment([gt, lq], self.use_hflip, self.use_rot)
         return {'lq': _to_tensor(lq), 'gt': _to_tensor(gt), 'lq_path': pair.name, 'gt_path': pair.name}
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (crops and augmentation use Python's and NumPy's generators)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

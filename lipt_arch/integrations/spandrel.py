@@ -41,8 +41,7 @@ from spandrel import (
 )
 
 from lipt_arch.archs import LIPT
-from lipt_arch.checkpoint import CheckpointError, matching_preset, read_checkpoint
-from lipt_arch.loading import load_any
+from lipt_arch.checkpoints import CheckpointError, load_any, matching_preset, read_checkpoint
 
 ARCH_ID = 'LIPT'
 # Key sets that only LIPT state dicts have: ours (fused or training form) and the authors' (training or converted).

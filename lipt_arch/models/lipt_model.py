@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
@@ -25,20 +24,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lipt_arch.archs import reparameterize
-from lipt_arch.checkpoint import CheckpointError, read_checkpoint, save_model
+from lipt_arch.basicsr_support.resume import preserved_rng
+from lipt_arch.checkpoints import load_weights, read_checkpoint, save_model, unwrap_state_dict
+from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 from lipt_arch.models import training_speed
-from lipt_arch.resume import preserved_rng
+from lipt_arch.visualization import side_by_side
 
 BN_STATS = ('running_mean', 'running_var')
-SEPARATOR_PX = 4  # white gap between the panels of a side-by-side PNG
-
-
-class OptionError(ValueError):
-    """An option in the YAML names something that does not exist or does not fit."""
-
-
-class NonFiniteLossError(ArithmeticError):
-    """A training loss or gradient is NaN or infinite; raised before the optimizer step changes the weights."""
 
 
 @torch.no_grad()
@@ -61,36 +53,6 @@ def ema_buffers_(net: nn.Module, ema: nn.Module, decay: float) -> None:
                 dst.copy_(buf)
 
 
-def state_dict_mismatch(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    """A short description of how ``state`` differs from ``net.state_dict()`` ('' when it fits)."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f'{k} is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the network'
-              for k in own if k in state and state[k].shape != own[k].shape]
-    parts = []
-    if shapes:
-        parts.append(f'{len(shapes)} tensors differ in shape (first: {shapes[0]})')
-    if missing:
-        parts.append(f'{len(missing)} missing (first: {missing[0]})')
-    if unexpected:
-        parts.append(f'{len(unexpected)} unexpected (first: {unexpected[0]})')
-    return '; '.join(parts)
-
-
-def side_by_side(images: list[np.ndarray]) -> np.ndarray:
-    """Uint8 (H, W, C) or (H, W) images side by side with white gaps, each bottom-padded to the tallest."""
-    images = [img[:, :, None] if img.ndim == 2 else img for img in images]
-    height = max(img.shape[0] for img in images)
-    panels = []
-    for i, img in enumerate(images):
-        pad = np.full((height - img.shape[0], img.shape[1], img.shape[2]), 255, np.uint8)
-        panels.append(np.concatenate([img, pad], axis=0))
-        if i < len(images) - 1:
-            panels.append(np.full((height, SEPARATOR_PX, img.shape[2]), 255, np.uint8))
-    return np.concatenate(panels, axis=1)
-
-
 @MODEL_REGISTRY.register()
 class LIPTModel(SRModel):
     """SRModel for LIPT: fused validation, BatchNorm-aware EMA, deploy checkpoints, clear loading errors.
@@ -102,7 +64,7 @@ class LIPTModel(SRModel):
       (``{'params': fused state dict, 'config': constructor keywords}``, read by :func:`lipt_arch.load_model`).
     - A NaN / infinite loss or gradient stops training with :class:`NonFiniteLossError` before the optimizer step,
       so no NaN weights are ever saved; saving and validation leave the training's random generators untouched
-      (an exact resume, :mod:`lipt_arch.resume`).
+      (an exact resume, :mod:`lipt_arch.basicsr_support.resume`).
     """
 
     _val_net: nn.Module | None = None  # fused copy, alive during one validation
@@ -113,6 +75,7 @@ class LIPTModel(SRModel):
     _dataset_name = ''
     _consecutive_skips = 0  # fp16 steps in a row skipped by the gradient scaler
     speed = training_speed.SpeedOptions()  # train.amp / channels_last / compile, read by init_training_settings
+    reads_speed_options = True  # lipt_arch.validation refuses those options for models that would ignore them
     train_forward: nn.Module | None = None  # what the training forward calls: net_g, or torch.compile(net_g)
     grad_scaler = torch.amp.GradScaler('cpu', enabled=False)  # a pass-through; an enabled one under amp: fp16
 
@@ -170,21 +133,10 @@ class LIPTModel(SRModel):
             fused = bool(file_config.get('deploy'))
             if fused != bool(net.config.get('deploy')):
                 hint = f' (a {"fused" if fused else "training-form"} checkpoint: set network_g deploy: {fused})'
-        if isinstance(checkpoint, Mapping) and param_key is not None:
-            if param_key not in checkpoint and 'params' in checkpoint:
-                param_key = 'params'
-            checkpoint = checkpoint.get(param_key, checkpoint)
-        if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            raise CheckpointError(f'{option}{load_path}: no state dict of tensors under {param_key!r}')
-        state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in checkpoint.items()}
-        own = net.state_dict()
-        if not strict:
-            state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
-        problem = state_dict_mismatch(net, state) if strict else ''
-        if problem:
-            raise CheckpointError(f'{option}{load_path}: weights do not fit network_g {dict(self.opt["network_g"])}: '
-                                  f'{problem}{hint}')
-        net.load_state_dict(state, strict=strict)
+        keys = () if param_key is None else (param_key, 'params')  # BasicSR falls back to 'params' too
+        source = f'{option}{load_path}'
+        state = unwrap_state_dict(checkpoint, source, keys)
+        load_weights(net, state, source, f'network_g {dict(self.opt["network_g"])}', strict, hint)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
 
     # training ------------------------------------------------------------------------------------------------

@@ -20,66 +20,14 @@ Validation and the deploy checkpoints always use the fused network in float32.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from lipt_arch.validation import COMPILE_MODES, COMPILE_TARGETS, SpeedOptions, speed_options  # noqa: F401
+
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-COMPILE_TARGETS = ('rep_convs', 'network')
-COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 MAX_CONSECUTIVE_SKIPS = 30  # fp16 steps in a row skipped for inf/NaN gradients before training stops (scale / 2^30)
-
-
-@dataclass(frozen=True)
-class SpeedOptions:
-    """What ``train.amp`` / ``channels_last`` / ``compile`` / ``compile_mode`` ask for (``None``: off)."""
-
-    amp: str | None = None
-    channels_last: bool = False
-    compile: str | None = None
-    compile_mode: str = 'default'
-
-    def describe(self) -> str:
-        """One log line, e.g. ``'amp bf16, channels_last, compile network (mode default)'``."""
-        parts = [f'amp {self.amp}' + (' with a gradient scaler' if self.amp == 'fp16' else '') if self.amp
-                 else 'amp off (float32)']
-        parts.append('channels_last' if self.channels_last else 'contiguous (NCHW)')
-        parts.append(f'compile {self.compile} (mode {self.compile_mode})' if self.compile else 'eager')
-        return ', '.join(parts)
-
-
-def speed_options(train: dict[str, Any]) -> SpeedOptions:
-    """Read the options of this module from the ``train:`` section; raise ``OptionError`` with one line naming the
-    first bad key (e.g. ``train.amp: must be bf16, fp16 or false, got 'fp8'``)."""
-    from lipt_arch.models.lipt_model import OptionError  # here, not at the top: lipt_model imports this module
-
-    amp = train.get('amp')
-    if amp is not None and amp is not False and amp not in AMP_DTYPES:
-        raise OptionError(f'train.amp: must be bf16, fp16 or false, got {amp!r}')
-    channels_last = train.get('channels_last', False)
-    if not isinstance(channels_last, bool):
-        raise OptionError(f'train.channels_last: must be true or false, got {channels_last!r}')
-    target = train.get('compile')
-    if target is not None and target is not False and target not in COMPILE_TARGETS:
-        raise OptionError(f'train.compile: must be false, rep_convs or network, got {target!r}')
-    legacy = train.get('compile_rep_convs')
-    if legacy is not None and not isinstance(legacy, bool):
-        raise OptionError(f'train.compile_rep_convs: must be true or false, got {legacy!r}')
-    if legacy is not None and 'compile' in train and (target == 'rep_convs') != legacy and (legacy or target):
-        raise OptionError(f'train.compile_rep_convs: {str(legacy).lower()} disagrees with train.compile: '
-                          f'{"false" if not target else target} (compile_rep_convs: true is the older spelling of '
-                          f'compile: rep_convs; keep one of them)')
-    target = target or ('rep_convs' if legacy else None)
-    mode = train.get('compile_mode')
-    if mode is not None:
-        if mode not in COMPILE_MODES:
-            raise OptionError(f'train.compile_mode: must be one of {", ".join(COMPILE_MODES)}, got {mode!r}')
-        if not target:
-            raise OptionError(f'train.compile_mode: {mode} is set but train.compile is off (set compile: rep_convs '
-                              f'or network, or remove compile_mode)')
-    return SpeedOptions(amp or None, channels_last, target, mode or 'default')
 
 
 def prepare_training_network(net: nn.Module, bare: nn.Module, options: SpeedOptions) -> nn.Module:

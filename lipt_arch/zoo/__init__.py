@@ -19,6 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipt_arch.checkpoints import load_model
+from lipt_arch.errors import CheckpointError
+
 MANIFEST = 'models.json'
 DEFAULT_PRESET = 'tiny'
 DEFAULT_SCALE = 4
@@ -73,8 +76,6 @@ def file_sha256(path: str | Path) -> str:
 
 def checked_weights(name: str) -> Path:
     """Path of a shipped model's weights after checking the file exists and matches its card's SHA-256."""
-    from lipt_arch import CheckpointError
-
     path = weights_path(name)
     expected = model_cards()[name].get('sha256')
     if not path.is_file():
@@ -92,8 +93,6 @@ def load_pretrained(spec: str = DEFAULT_PRESET, scale: int | None = None,
 
     The file's SHA-256 is checked against its card, so a damaged install fails with a clear error.
     """
-    from lipt_arch import load_model
-
     return load_model(checked_weights(resolve_name(spec, scale)), device)
 
 

@@ -9,17 +9,12 @@ from typing import Any
 
 from torch import nn
 
-from .archs import LIPT, reparameterize
-from .checkpoint import (
-    CheckpointError,
-    infer_lipt_config,
-    load_model,
-    matching_window,
-    read_checkpoint,
-    unwrap_state_dict,
-)
-from .official import infer_config as infer_official_config
-from .official import load_official
+from lipt_arch.archs import LIPT, reparameterize
+from lipt_arch.errors import CheckpointError
+
+from .files import load_weights, read_checkpoint, unwrap_state_dict
+from .lipt_format import infer_lipt_config, load_model
+from .official import official_model
 
 KINDS = {'fused': 'lipt_arch checkpoint with config', 'training': 'lipt_arch training checkpoint (BasicSR)',
          'official': "authors' reference-code checkpoint"}
@@ -50,7 +45,7 @@ def load_any(path: str | os.PathLike | Mapping[str, Any], upscale: int | None = 
     """Open ``path`` (any kind in :data:`KINDS`; or such a checkpoint already in memory), check ``upscale`` /
     ``window_size`` when given, and fuse.
 
-    Raises :class:`~lipt_arch.checkpoint.CheckpointError` with a one-line message naming the file.
+    Raises :class:`~lipt_arch.errors.CheckpointError` with a one-line message naming the file.
     """
     in_memory = isinstance(path, Mapping)
     source = 'state dict' if in_memory else os.fspath(path)
@@ -61,16 +56,14 @@ def load_any(path: str | os.PathLike | Mapping[str, Any], upscale: int | None = 
         _check(source, model.config, upscale, window_size)
     else:
         state = unwrap_state_dict(raw, source)
-        try:
-            if 'head.weight' in state:
-                model, kind = _load_training(state, upscale, window_size, assumed), 'training'
-            elif 'head.0.weight' in state:
-                model, kind = _load_official(state, upscale, window_size, assumed), 'official'
-            else:
-                raise CheckpointError('not a LIPT checkpoint: neither head.weight (lipt_arch) nor head.0.weight '
-                                      "(the authors' code) is in it")
-        except CheckpointError as err:
-            raise CheckpointError(f'{source}: {err}') from None
+        if 'head.weight' in state:
+            model, kind = _load_training(state, source, upscale, window_size), 'training'
+        elif 'head.0.weight' in state:
+            model, kind = official_model(state, source, upscale, window_size), 'official'
+        else:
+            raise CheckpointError(f'{source}: not a LIPT checkpoint: neither head.weight (lipt_arch) nor head.0.weight '
+                                  "(the authors' code) is in it")
+    assumed = [f"window_size={model.config['window_size']}"] if kind != 'fused' and window_size is None else []
     stored_fused, stored_parameters = bool(model.config['deploy']), count_parameters(model)
     fused = model if stored_fused else reparameterize(model)
     return LoadedModel(fused.eval(), kind, stored_fused, stored_parameters, assumed)
@@ -84,27 +77,11 @@ def _check(source: str, config: Mapping[str, Any], upscale: int | None, window_s
                               f"{config['window_size']}")
 
 
-def _load_training(state: dict, upscale: int | None, window_size: int | None, assumed: list[str]) -> LIPT:
-    config = infer_lipt_config(state, upscale, window_size)
-    if window_size is None:
-        assumed.append(f"window_size={config['window_size']}")
-    model = LIPT(**config)
+def _load_training(state: dict, source: str, upscale: int | None, window_size: int | None) -> LIPT:
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f'weights do not fit the LIPT inferred from them ({config}): {first}') from None
+        config = infer_lipt_config(state, upscale, window_size)
+    except CheckpointError as err:
+        raise CheckpointError(f'{source}: {err}') from None
+    model = LIPT(**config)
+    load_weights(model, state, source, f'the LIPT inferred from them ({config})')
     return model.eval()
-
-
-def _load_official(state: dict, upscale: int | None, window_size: int | None, assumed: list[str]) -> LIPT:
-    if upscale is None:  # the tail has num_in_ch * scale**2 channels
-        channels, tail = state['head.0.weight'].shape[1], state['tail.0.weight'].shape[0]
-        upscale = next((s for s in (1, 2, 3, 4) if tail == channels * s * s), None)
-        if upscale is None:
-            raise CheckpointError(f'not a LIPT checkpoint: its tail has {tail} channels, which fits no scale')
-    config = infer_official_config(state, upscale, window_size or 8)
-    if window_size is None:
-        window_size = matching_window(config)
-        assumed.append(f'window_size={window_size}')
-    return load_official(state, upscale, window_size)

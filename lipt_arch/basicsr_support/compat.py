@@ -26,5 +26,5 @@ def install() -> None:
 
     shim = types.ModuleType(_LEGACY_MODULE)
     shim.rgb_to_grayscale = functional.rgb_to_grayscale
-    shim.__doc__ = 'Stand-in registered by lipt_arch.compat for basicsr 1.4.2.'
+    shim.__doc__ = 'Stand-in registered by lipt_arch.basicsr_support.compat for basicsr 1.4.2.'
     sys.modules[_LEGACY_MODULE] = shim

@@ -7,7 +7,7 @@
    Ours reads the state on CPU (``Optimizer.load_state_dict`` moves it to the parameters' device) from
    ``opt['path']['training_states']`` (under the pipeline's ``root_path``).
 2. Same function, torch >= 2.6: resume states are read with ``weights_only=True`` through
-   :func:`lipt_arch.checkpoint.read_checkpoint` (clear one-line errors naming the file). A resume state holds only
+   :func:`lipt_arch.checkpoints.read_checkpoint` (clear one-line errors naming the file). A resume state holds only
    tensors, numbers, lists, dicts and ``collections.Counter`` (``MultiStepRestartLR.milestones``); Counter is
    allowlisted explicitly for torch versions whose weights-only unpickler lacks it. Nothing else is allowed.
 3. ``--launcher pytorch`` without CUDA: 1.4.2's ``init_dist`` divides the rank by ``torch.cuda.device_count()``
@@ -15,16 +15,18 @@
    to DistributedDataParallel. Ours uses gloo and no device ids on CPU; with CUDA it keeps nccl and picks the GPU
    from ``LOCAL_RANK`` (right on several nodes too).
 4. ``parse_options`` (as imported by ``basicsr.train`` / ``basicsr.test``) only knows ``--local_rank``;
-   ``torch.distributed.launch`` passes ``--local-rank``. Ours rewrites that flag before basicsr parses ``sys.argv``.
+   ``torch.distributed.launch`` passes ``--local-rank``. Ours rewrites that flag before basicsr parses ``sys.argv``,
+   and checks every option (:mod:`lipt_arch.validation`): the flags and the value types basicsr's parser itself
+   trips over (e.g. a list as ``dataroot_gt``) before it runs, the rest right after (before any folder is made).
 5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
    interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
-   (:func:`lipt_arch.checkpoint.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
+   (:func:`lipt_arch.checkpoints.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
    killed save is never taken for a checkpoint (``--auto_resume`` only reads ``<iter>.state``). The training state
    also holds what the model's ``extra_training_state()`` returns (LIPTModel: the fp16 gradient scaler).
 6. ``train_pipeline`` resumes at the start of the saved epoch with freshly seeded random generators, so a resumed
    run trains on other batches than an uninterrupted one. Ours resume at the saved batch with the saved generator
-   states (:mod:`lipt_arch.resume`): on CPU with ``num_worker_per_gpu: 0`` the weights are bitwise those of an
-   uninterrupted run.
+   states (:mod:`.resume`): on CPU with ``num_worker_per_gpu: 0`` the weights are bitwise those of an uninterrupted
+   run.
 """
 from __future__ import annotations
 
@@ -40,8 +42,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from lipt_arch import resume
-from lipt_arch.checkpoint import CheckpointError, atomic_save, read_checkpoint
+from lipt_arch.checkpoints import atomic_save, read_checkpoint
+from lipt_arch.checkpoints.files import strip_ddp_prefix
+from lipt_arch.errors import CheckpointError
+from lipt_arch.validation import check_basicsr_argv, check_options, check_raw_options
+
+from . import resume
 
 _ORIGINALS: dict[str, Any] = {}
 
@@ -109,14 +115,14 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
-    """basicsr's ``parse_options`` after :func:`normalize_argv` on ``sys.argv``."""
+    """basicsr's ``parse_options`` after :func:`normalize_argv` on ``sys.argv``, with every option checked
+    (:class:`~lipt_arch.errors.OptionError` naming the first bad one): the flags and the YAML's value types before
+    basicsr parses (its parser fails on some with a traceback), the values right after."""
     sys.argv[1:] = normalize_argv(sys.argv[1:])
-    return _ORIGINALS['parse_options'](root_path, is_train)
-
-
-def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    state = net.state_dict()
-    return {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+    check_raw_options(check_basicsr_argv(sys.argv[1:]))
+    opt, args = _ORIGINALS['parse_options'](root_path, is_train)
+    check_options(opt)
+    return opt, args
 
 
 def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
@@ -128,7 +134,8 @@ def save_network(self, net, net_label: str, current_iter: int, param_key='params
     if len(nets) != len(keys):
         raise ValueError('save_network: the lengths of net and param_key should be the same')
     label = 'latest' if current_iter == -1 else current_iter
-    state = {key: _cpu_state(self.get_bare_model(n)) for n, key in zip(nets, keys)}
+    state = {key: strip_ddp_prefix({k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()})
+             for n, key in zip(nets, keys)}
     atomic_save(state, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
 

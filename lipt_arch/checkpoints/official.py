@@ -9,9 +9,12 @@ import re
 
 from torch import Tensor, nn
 
-from .archs.lipt_arch import LIPT, RGB_MEAN
-from .archs.nvsm_attention import NVSMAttention
-from .checkpoint import CheckpointError, PathOrState, as_state_dict
+from lipt_arch.archs.lipt_arch import LIPT, RGB_MEAN
+from lipt_arch.archs.nvsm_attention import NVSMAttention
+from lipt_arch.errors import CheckpointError
+
+from .files import PathOrState, as_state_dict, load_weights
+from .lipt_format import matching_window, tail_scale
 
 _HRM_KEY = re.compile(r'^body\.(\d+)\.modules_hrm_([acb])\.lcs_\2_(\d+)\.(conv[01])\.(.+)$')
 _ATTN_KEY = re.compile(r'^body\.(\d+)\.modules_nvsm_sa\.smmsa_(\d+)\.(project_inp\.[01]|project_out)\.(.+)$')
@@ -50,8 +53,12 @@ def _translate(key: str) -> str | None:
     raise CheckpointError(f'unexpected key {key!r}: this is not a LIPT checkpoint of the reference code')
 
 
-def infer_config(state: dict[str, Tensor], upscale: int, window_size: int = 8) -> dict:
-    """LIPT constructor keywords for a reference state dict (``img_range`` 255, as the reference trains)."""
+def infer_config(state: dict[str, Tensor], upscale: int | None = None, window_size: int | None = None) -> dict:
+    """LIPT constructor keywords for a reference state dict (``img_range`` 255, as the reference trains).
+
+    The scale is read off the tail (checked against ``upscale`` when given); ``window_size`` leaves no trace in the
+    weights and defaults to the window of the preset the weights match, else 8.
+    """
     if 'head.0.weight' not in state or 'tail.0.weight' not in state:
         raise CheckpointError('not a LIPT checkpoint of the reference code: no head.0.weight / tail.0.weight')
     num_feat, num_in_ch = state['head.0.weight'].shape[:2]
@@ -61,28 +68,32 @@ def infer_config(state: dict[str, Tensor], upscale: int, window_size: int = 8) -
         raise CheckpointError('not a LIPT checkpoint of the reference code: no consistent body.<i>.modules_nvsm_sa')
     conv0 = next(v for k, v in state.items() if k.startswith('body.0.modules_hrm_a.lcs_a_0.conv0.')
                  and k.endswith(('dbb_origin.conv.weight', 'dbb_reparam.weight')))
-    tail_out = state['tail.0.weight'].shape[0]
-    if upscale not in (1, 2, 3, 4) or tail_out != num_in_ch * upscale ** 2:
-        fits = [s for s in (1, 2, 3, 4) if tail_out == num_in_ch * s ** 2]
-        hint = f'its tail fits scale {fits[0]}' if fits else f'its tail has {tail_out} channels'
-        raise CheckpointError(f'scale mismatch: asked for upscale={upscale}, but {hint}')
+    scale = tail_scale(int(state['tail.0.weight'].shape[0]), int(num_in_ch), upscale)
     rgb_mean = RGB_MEAN
     if 'sub_mean.bias' in state and num_in_ch == 3:
         rgb_mean = tuple(round(float(v), 6) for v in (-state["sub_mean.bias"].double() / 255.0))
-    return dict(upscale=upscale, num_in_ch=int(num_in_ch), num_out_ch=int(num_in_ch), num_feat=int(num_feat),
-                num_block=len(blocks), shared_depth=len(layers) - 1, window_size=window_size,
-                exp_ratio=int(conv0.shape[0] // num_feat), img_range=255.0, rgb_mean=rgb_mean,
-                deploy=any('.dbb_reparam.' in k for k in state))
+    config = dict(upscale=scale, num_in_ch=int(num_in_ch), num_out_ch=int(num_in_ch), num_feat=int(num_feat),
+                  num_block=len(blocks), shared_depth=len(layers) - 1, exp_ratio=int(conv0.shape[0] // num_feat),
+                  img_range=255.0, rgb_mean=rgb_mean, deploy=any('.dbb_reparam.' in k for k in state))
+    config['window_size'] = window_size or matching_window(config)
+    return config
 
 
-def load_official(checkpoint: PathOrState, upscale: int, window_size: int = 8) -> LIPT:
+def load_official(checkpoint: PathOrState, upscale: int | None = None, window_size: int | None = 8) -> LIPT:
     """A LIPT (eval mode, ``img_range=255``) with the weights of a reference-code checkpoint.
 
     ``checkpoint`` is a path or a state dict, in training form or after the reference ``convert.py``, with or
-    without a ``module.`` prefix or a ``model_state_dict`` wrapper. The reference's converted form keeps each
-    attention projection's BatchNorm; it is folded here, so a converted checkpoint gives a fully fused model.
+    without a ``module.`` prefix or a ``model_state_dict`` wrapper. ``upscale`` is checked against the tail (read
+    off it when None); ``window_size`` None takes the matching preset's window. The reference's converted form keeps
+    each attention projection's BatchNorm; it is folded here, so a converted checkpoint gives a fully fused model.
     """
     state, source = as_state_dict(checkpoint)
+    return official_model(state, source, upscale, window_size)
+
+
+def official_model(state: dict[str, Tensor], source: str, upscale: int | None = None,
+                   window_size: int | None = 8) -> LIPT:
+    """:func:`load_official` of a state dict already read from ``source`` (named in the errors)."""
     try:
         config = infer_config(state, upscale, window_size)
         ours = {new: value for key, value in state.items() if (new := _translate(key)) is not None}
@@ -93,13 +104,8 @@ def load_official(checkpoint: PathOrState, upscale: int, window_size: int = 8) -
     if config['deploy']:  # the reference's converted form still has the projection BN: load it, then fold it
         for module in attention:
             module.proj_bn = nn.BatchNorm2d(module.proj_in.out_channels)
-    try:
-        model.load_state_dict(ours, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f'{source}: does not fit the LIPT inferred from it ({config}): {err}') from None
+    load_weights(model, ours, source, f'the LIPT inferred from it ({config})')
     if config['deploy']:
         for module in attention:
             module.fold_bn()
     return model.eval()
-
-

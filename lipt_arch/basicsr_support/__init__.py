@@ -1,0 +1,9 @@
+"""Everything that adapts basicsr 1.4.2 to today's stack, from our side (basicsr's files are never edited):
+
+- :mod:`.compat`: the torchvision module basicsr imports but torchvision 0.17 removed (runs before ``import basicsr``).
+- :mod:`.fixes`: what basicsr gets wrong (resume on CPU, weights-only loading, gloo on CPU, ``--local-rank``,
+  atomic saves, option checking right after parsing), installed into basicsr's modules by ``import lipt_arch``.
+- :mod:`.resume`: exact resume (same batches and random crops as an uninterrupted run).
+
+Kept light: importing this package imports nothing of basicsr.
+"""
