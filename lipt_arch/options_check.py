@@ -42,6 +42,22 @@ def check_lipt_options(opt: dict[str, Any]) -> None:
             value = (opt.get(section) or {}).get(key)
             if value is not None and not isinstance(value, bool):
                 raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
+    _check_val_precision(opt.get('val') or {})
+
+
+def _check_val_precision(val: dict[str, Any]) -> None:
+    """``val.dtype`` (the inference form validation runs in, :func:`lipt_arch.optimize`) and ``val.calibration``."""
+    from lipt_arch.optimized import PRECISIONS
+
+    dtype, calibration = val.get('dtype', 'fp32'), val.get('calibration')
+    if dtype not in PRECISIONS:
+        raise OptionError(f'val.dtype: must be one of {_join(PRECISIONS)}, got {dtype!r}')
+    if dtype == 'int8' and not calibration:
+        raise OptionError('val.dtype int8 needs val.calibration: a folder of training images (never the test set)')
+    if calibration and dtype != 'int8':
+        raise OptionError(f'val.calibration is for val.dtype int8 only (val.dtype is {dtype})')
+    if calibration and not os.path.isdir(calibration):
+        raise OptionError(f'val.calibration: no such folder: {calibration}')
 
 
 def _check_network(net: dict[str, Any], scale: Any) -> None:

@@ -5,6 +5,8 @@ Option keys of ours (all optional):
 - ``val.compare_bicubic`` (bool): also score MATLAB-style bicubic upsampling of the LQ on the same images and log
   it next to LIPT's; after the final validation of a training run, save ``bicubic | LIPT | GT`` PNGs in the
   visualization folder and print a one-line summary.
+- ``val.dtype`` ('fp32' (default), 'bf16', 'fp16', 'int8'): validate the fused network in this inference form
+  (:func:`lipt_arch.optimize`); ``val.calibration`` (folder of training images) is needed for int8.
 - ``train.compile_rep_convs`` (bool): compile the six-branch convs of ``net_g`` with ``torch.compile`` for
   training (:func:`lipt_arch.archs.compile_rep_convs`; faster steps after a one-off compilation at the first one).
 """
@@ -26,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lipt_arch.archs import compile_rep_convs, reparameterize
 from lipt_arch.checkpoint import CheckpointError, read_checkpoint, save_model
+from lipt_arch.optimized import optimize
 from lipt_arch.resume import preserved_rng
 
 BN_STATS = ('running_mean', 'running_var')
@@ -211,6 +214,9 @@ class LIPTModel(SRModel):
 
     def _validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._val_net = reparameterize(self.validation_network())
+        dtype = self.opt['val'].get('dtype', 'fp32')
+        if dtype != 'fp32':
+            self._val_net = optimize(self._val_net, dtype, self.device, calibration=self.opt['val'].get('calibration'))
         self._bicubic = {} if self.opt['val'].get('compare_bicubic') else None
         self._num_scored = 0
         self._dataset_name = dataloader.dataset.opt['name']
