@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.train_t91 import shared_root  # noqa: E402
+from lipt_arch.data.sr_pairs import load_folder_pairs, psnr_y  # noqa: E402
 from lipt_arch.loading import load_any  # noqa: E402
 from lipt_arch.optimized import PRECISIONS, optimize  # noqa: E402
-from lipt_arch.data.sr_pairs import load_folder_pairs, psnr_y  # noqa: E402
 
 GOAL_DB = 0.1  # issue 11: int8 within 0.1 dB of fp32
 
@@ -81,7 +81,8 @@ def main() -> None:
                      + ' |')
     if 'int8' in args.dtypes and 'fp32' in args.dtypes:
         worst = max(row['fp32'] - row['int8'] for row in results.values())
-        lines += ['', f"int8 loss: at most {worst:.3f} dB (goal <= {GOAL_DB} dB: {'met' if worst <= GOAL_DB else 'not met'})"]
+        verdict = 'met' if worst <= GOAL_DB else 'not met'
+        lines += ['', f'int8 loss: at most {worst:.3f} dB (goal <= {GOAL_DB} dB: {verdict})']
     table = '\n'.join(lines) + '\n'
     print(table)
     if args.markdown:

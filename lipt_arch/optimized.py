@@ -145,31 +145,31 @@ def _check_compiler(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------------ int8
 def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count: int = CALIBRATION_CROPS,
                        size: int = CALIBRATION_CROP_SIZE, seed: int = 0) -> list[Tensor]:
-    """``count`` LR crops (1, C_in, size, size) in [0, 1] from the images of ``folder``: random ``size * upscale``
-    HR crops (seeded), bicubic-downsampled (MATLAB-style, 8-bit rounded) as the model's training LR was; the images
-    are taken in turn. 1-channel models get the luma (BT.601). Images smaller than one HR crop are skipped."""
+    """``count`` LR crops (1, C_in, h, w) in [0, 1] from the images of ``folder``, taken in turn: random
+    ``size * upscale`` HR crops (seeded; an image smaller than that is used whole, modcropped to the scale),
+    bicubic-downsampled (MATLAB-style, 8-bit rounded) as the model's training LR was, so h = w = ``size`` except for
+    small images. 1-channel models get the luma (BT.601)."""
     from .data.sr_pairs import bicubic_downsample, list_images, read_image
 
     scale, channels = config['upscale'], config['num_in_ch']
+    if channels not in (1, 3):
+        raise ValueError(f'calibration from image files needs a 1- or 3-channel model, not {channels} channels')
     try:
-        files = list_images(folder)
-    except FileNotFoundError as err:
+        images = [read_image(p) for p in list_images(folder)]
+    except (FileNotFoundError, OSError) as err:
         raise ValueError(f'calibration: {err}') from None
-    hr_size = size * scale
-    images = [img for img in (read_image(p) for p in files) if min(img.shape[:2]) >= hr_size]
-    if not images:
-        raise ValueError(f'calibration: no image in {folder} is at least {hr_size}x{hr_size} pixels')
     rng = random.Random(seed)
     crops = []
     for i in range(count):
         img = images[i % len(images)]
-        top, left = rng.randrange(img.shape[0] - hr_size + 1), rng.randrange(img.shape[1] - hr_size + 1)
-        hr = img[top:top + hr_size, left:left + hr_size].astype(np.float32) / 255.0
+        crop_h, crop_w = (min(size * scale, side) // scale * scale for side in img.shape[:2])
+        if min(crop_h, crop_w) == 0:
+            raise ValueError(f'calibration: an image in {folder} is smaller than the scale {scale}')
+        top, left = rng.randrange(img.shape[0] - crop_h + 1), rng.randrange(img.shape[1] - crop_w + 1)
+        hr = img[top:top + crop_h, left:left + crop_w].astype(np.float32) / 255.0
         lr = bicubic_downsample(hr, scale) if scale > 1 else hr
         if channels == 1:
             lr = lr @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
-        elif channels != 3:
-            raise ValueError(f'calibration from image files needs a 1- or 3-channel model, not {channels} channels')
         crops.append(torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None])
     return crops
 
