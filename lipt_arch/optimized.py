@@ -177,8 +177,10 @@ def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count:
 def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor]) -> bytes:
     """The fused LIPT as an int8 ONNX model (QDQ format, bytes), calibrated on ``calibration`` (LR tensors in [0, 1]).
 
-    Convs of the body: int8 weights (per output channel, symmetric) and uint8 activations (per tensor, min/max over
-    the calibration inputs); the head and tail convs, the attention and everything else stay fp32.
+    Convs of the body: int8 weights (per output channel, symmetric, 7-bit range) and uint8 activations (per tensor,
+    min/max over the calibration inputs); the head and tail convs, the attention and everything else stay fp32.
+    The 7-bit weight range (``reduce_range``) keeps the u8 x s8 pair products of CPUs without VNNI (AVX2, plain
+    AVX-512: ``vpmaddubsw``) from saturating 16 bits; measured on AVX2 it loses less PSNR than the full range.
     """
     try:
         import onnx
@@ -205,7 +207,7 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor]) -> bytes:
         convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == 'Conv']
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         op_types_to_quantize=['Conv'], nodes_to_exclude=[convs[0], convs[-1]],
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
         return int8.read_bytes()
 
 
