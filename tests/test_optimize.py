@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from contextlib import nullcontext
 
 import cv2
 import numpy as np
@@ -89,21 +90,13 @@ def test_fused_input_gives_the_same_model(net):
 
 def test_bf16_close_to_fp32(net):
     x = lr_inputs(1, 24, 32, seed=2)[0]
-    with pytest.warns(UserWarning, match='bf16') if not torch.ops.mkldnn._is_mkldnn_bf16_supported() else \
-            _no_warning():
+    emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with pytest.warns(UserWarning, match='bf16') if emulated else nullcontext():
         model = optimize(net, 'bf16')
     assert model.precision == 'bf16' and model.dtype == torch.bfloat16
     got = model(x)
     assert got.dtype == torch.float32
     assert psnr(got, optimize(net)(x)) >= BF16_MIN_PSNR
-
-
-class _no_warning:  # noqa: N801  (a context manager used like pytest.warns)
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def test_fp16_on_cpu_falls_back_to_fp32_with_a_warning(net):

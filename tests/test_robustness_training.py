@@ -67,6 +67,11 @@ OPTION_CASES = {  # name: (options merged into the tiny run, text the error line
     'string_val_freq': ({'val': {'val_freq': '5e3'}}, "val.val_freq: must be a positive integer, got '5e3'"),
     'compile_not_bool': ({'train': {'compile_rep_convs': 'yes please'}},
                          "train.compile_rep_convs: must be true or false, got 'yes please'"),
+    'val_dtype_int4': ({'val': {'dtype': 'int4'}}, "val.dtype: must be one of fp32, bf16, fp16, int8, got 'int4'"),
+    'val_int8_without_calibration': ({'val': {'dtype': 'int8'}}, 'val.dtype int8 needs val.calibration'),
+    'val_calibration_without_int8': ({'val': {'calibration': '.'}}, 'val.calibration is for val.dtype int8 only'),
+    'val_calibration_missing': ({'val': {'dtype': 'int8', 'calibration': 'no/such'}},
+                                'val.calibration: no such folder: no/such'),
 }
 
 
