@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lipt_arch  # noqa: E402,F401
 from benchmarks.machine import describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
-from lipt_arch import LIPT, preset_config, reparameterize  # noqa: E402
+from benchmarks.train_t91 import shared_root  # noqa: E402
+from lipt_arch import LIPT, OptimizedLIPT, optimize, preset_config, reparameterize  # noqa: E402
 from lipt_arch.models import training_speed  # noqa: E402
 from lipt_arch.models.training_speed import SpeedOptions  # noqa: E402
 
@@ -119,8 +120,9 @@ def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
 
 
 def inference_entry(name: str, net: nn.Module, x: torch.Tensor, dtype: str = 'fp32', macs: bool = True) -> dict:
-    """A table row to be timed: its ``run`` is one inference of ``net`` on ``x`` in ``dtype``."""
-    ctx = autocast(x.device, dtype)
+    """A table row to be timed: its ``run`` is one inference of ``net`` on ``x`` in ``dtype`` (autocast, unless
+    ``net`` is a :func:`lipt_arch.optimize` form, which is in its precision already)."""
+    ctx = nullcontext() if isinstance(net, OptimizedLIPT) else autocast(x.device, dtype)
 
     def run() -> torch.Tensor:
         with torch.inference_mode(), ctx:
@@ -164,9 +166,12 @@ def conv_floor(net: nn.Module, x: torch.Tensor, dtype: str = 'fp32') -> Callable
     return run
 
 
-def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compile_: bool) -> list[dict]:
+def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compile_: bool,
+                 calibration: Path | None = None) -> list[dict]:
     """The LIPT rows (ours, the authors' structure, the conv floor) for Small and Tiny, to be timed; ``low`` names
-    the reduced precision(s) of the fused rows and the conv floor ('bf16', 'fp16')."""
+    the reduced precision(s) of the fused rows and the conv floor ('bf16', 'fp16'). The bf16 / fp16, compiled and
+    int8 rows are :func:`lipt_arch.optimize` forms; int8 (CPU) is calibrated on LR crops of the images in
+    ``calibration`` (left out when None)."""
     lows = (low,) if isinstance(low, str) else tuple(low)
     entries = []
     for preset in ('small', 'tiny'):
@@ -174,12 +179,15 @@ def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compil
         fused = reparameterize(model)
         label = f'LIPT-{preset.capitalize()}'
         entries.append(inference_entry(f'{label} fused (ours)', fused, x))
-        entries += [inference_entry(f'{label} fused (ours)', fused, x, dtype=dtype, macs=False) for dtype in lows]
-        if compile_:
-            import torch._inductor.config as inductor_config
-            inductor_config.freezing = True  # weights become constants: oneDNN prepacks them, conv+ReLU/add fuse
-            compiled = torch.compile(fused, dynamic=False)
-            entries.append(inference_entry(f'{label} fused + torch.compile (ours)', compiled, x, macs=False))
+        entries += [inference_entry(f'{label} fused (ours)', optimize(fused, dtype, x.device), x, dtype=dtype,
+                                    macs=False) for dtype in lows]
+        if compile_:  # Inductor freezing: weights become constants, oneDNN prepacks them, conv+ReLU/add fuse
+            entries.append(inference_entry(f'{label} fused + torch.compile (ours)',
+                                           optimize(fused, 'fp32', x.device, compile=True), x, macs=False))
+        if calibration is not None and x.device.type == 'cpu':
+            entries.append(inference_entry(f'{label} fused, int8 convs (ours, ONNX Runtime)',
+                                           optimize(fused, 'int8', x.device, calibration=calibration), x,
+                                           dtype='int8', macs=False))
         entries.append(inference_entry(f"{label} converted (authors' structure)", ReferenceLIPT(model, True).eval(),
                                        x, macs=False))
         if preset == 'small':
@@ -315,6 +323,8 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
                                                                          'fp32'), 1.0),
         ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
         ("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16, 4.0),
+        ('LIPT-Small int8 vs ours bf16 (issue 11: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),
+         ('LIPT-Small fused, int8 convs (ours, ONNX Runtime)', 'int8'), 1.5),
     ]
     out = []
     for text, slow, fast, goal in checks:
@@ -384,6 +394,9 @@ def main() -> None:
     parser.add_argument('--no-peers', action='store_true')
     parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
     parser.add_argument('--train', action='store_true', help='also time the training step')
+    parser.add_argument('--calibration', type=Path, default=shared_root() / 'datasets' / 'train' / 'T91',
+                        help='training images calibrating the int8 rows (default: T91 under $LIPT_SHARED or ../shared)')
+    parser.add_argument('--no-int8', action='store_true', help='leave out the int8 rows (CPU only)')
     parser.add_argument('--no-memory', action='store_true', help='leave out the peak RSS of tiled 4K inference')
     parser.add_argument('--markdown', type=Path, help='write the table here')
     parser.add_argument('--plot', type=Path, help='write the PSNR-vs-latency PNG here')
@@ -398,7 +411,11 @@ def main() -> None:
     load_before = load_average()
     x = torch.rand(1, 3, args.height, args.width, device=device)
     low = ('fp16', 'bf16') if device.type == 'cuda' else 'bf16'
-    entries = lipt_entries(x, args.scale, low, args.compile)
+    calibration = None if args.no_int8 else args.calibration
+    if calibration is not None and not calibration.is_dir():
+        print(f'{calibration}: no such folder: int8 rows left out (pass --calibration)', file=sys.stderr)
+        calibration = None
+    entries = lipt_entries(x, args.scale, low, args.compile, calibration)
     if not args.no_peers:
         entries += [inference_entry(name, build().to(device).eval(), x) for name, build in peers(args.scale).items()]
     rows = time_rows(entries, device, args.repeats)

@@ -6,6 +6,7 @@ exported graph keeps batch, height and width symbolic; the sparse mask is a gath
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import torch
@@ -48,3 +49,22 @@ def check_onnx(model: LIPT, path: str | os.PathLike, sizes: tuple[tuple[int, int
         got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
         error = max(error, (got - expected).abs().max().item())
     return error
+
+
+def onnx_psnr(model: LIPT, path: str | os.PathLike, inputs: list[torch.Tensor]) -> float:
+    """Lowest PSNR (dB, peak 1, outputs clamped to [0, 1]) of the ONNX file under onnxruntime against ``model``
+    (float32, CPU) over ``inputs`` ((1, C_in, h, w) in [0, 1]): the check for a quantized export, whose error is
+    not ~1e-5. Needs onnxruntime."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    net = copy.deepcopy(model).float().cpu().eval()
+    lowest = math.inf
+    for x in inputs:
+        with torch.no_grad():
+            expected = net(x).clamp(0, 1)
+        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0]).clamp(0, 1)
+        mse = (got - expected).square().mean().item()
+        lowest = min(lowest, math.inf if mse == 0 else -10 * math.log10(mse))
+    return lowest

@@ -73,13 +73,15 @@ def tiled_forward(model: nn.Module, img: Tensor, tile: int = 0, tile_pad: int = 
         tile_pad: context on each side of a tile (rounded up to the window size); pixels farther than the
             network's receptive field from a tile border are then identical to untiled inference.
         progress: show a tqdm bar over the tiles (when there is more than one).
-        device, dtype: where and in what precision the model runs (default: the model's own).
+        device, dtype: where and in what precision the tiles go to the model (default: the model's parameters',
+            else ``img``'s device in float32).
 
     Returns (B, C_out, H * upscale, W * upscale), float32, on ``img``'s device. Peak memory is one tile's activations
     plus the input and output images.
     """
-    param = next(model.parameters())
-    device, dtype = device or param.device, dtype or param.dtype
+    param = next(model.parameters(), None)  # None: e.g. the int8 form of lipt_arch.optimize (ONNX Runtime)
+    device = device or (param.device if param is not None else img.device)
+    dtype = dtype or (param.dtype if param is not None else torch.float32)
     scale, window = int(getattr(model, 'upscale', 1)), int(getattr(model, 'window_size', 1))
     _, _, height, width = img.shape
     grid = tile_grid(height, width, tile if tile < max(height, width) else 0, tile_pad, window)

@@ -38,6 +38,7 @@ NON_NEGATIVE_FLAGS = ('tile', 'tile_pad')  # lipt flags (argparse dest) that mus
 POSITIVE_FLAGS = ('opset',)  # lipt flags that must be integers >= 1
 AMP_NAMES = ('bf16', 'fp16')  # train.amp
 COMPILE_TARGETS = ('rep_convs', 'network')  # train.compile
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')  # val.dtype, lipt infer --dtype: the forms of lipt_arch.optimize
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # train.compile_mode
 
 
@@ -228,6 +229,20 @@ def check_lipt_options(opt: Mapping[str, Any]) -> None:
             if value is not None and not isinstance(value, bool):
                 raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
     _check_speed(opt.get('train') or {}, opt.get('model_type'))
+    _check_val_precision(opt.get('val') or {})
+
+
+def _check_val_precision(val: Mapping[str, Any]) -> None:
+    """``val.dtype`` (the inference form validation runs in, :func:`lipt_arch.optimize`) and ``val.calibration``."""
+    dtype, calibration = val.get('dtype', 'fp32'), val.get('calibration')
+    if dtype not in PRECISIONS:
+        raise OptionError(f'val.dtype: must be one of {_join(PRECISIONS)}, got {dtype!r}')
+    if dtype == 'int8' and not calibration:
+        raise OptionError('val.dtype int8 needs val.calibration: a folder of training images (never the test set)')
+    if calibration and dtype != 'int8':
+        raise OptionError(f'val.calibration is for val.dtype int8 only (val.dtype is {dtype})')
+    if calibration and not os.path.isdir(calibration):
+        raise OptionError(f'val.calibration: no such folder: {calibration}')
 
 
 def _check_speed(train: Mapping[str, Any], model_type: Any) -> None:

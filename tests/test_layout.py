@@ -15,7 +15,7 @@ LAYERS = [
     ('lipt_arch.archs', 'lipt_arch.image_io', 'lipt_arch.visualization'),
     ('lipt_arch.checkpoints', 'lipt_arch.validation', 'lipt_arch.inference', 'lipt_arch.export', 'lipt_arch.metrics'),
     ('lipt_arch.data', 'lipt_arch.basicsr_support'),
-    ('lipt_arch.zoo', 'lipt_arch.integrations'),  # shipped pretrained models; loading by other libraries (spandrel)
+    ('lipt_arch.zoo', 'lipt_arch.integrations', 'lipt_arch.optimized'),  # pretrained models, spandrel, fast forms
     ('lipt_arch.models',),
     ('lipt_arch',),  # the package: imports the layers below so that `import lipt_arch` registers everything
     ('lipt_arch.cli',),

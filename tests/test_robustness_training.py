@@ -78,6 +78,11 @@ OPTION_CASES = {  # name: (options merged into the tiny run, text the error line
                       "path.pretrain_network_g: must be a checkpoint path (a string), got ['x.pth']"),
     'zero_init_text': ({'network_g': {'zero_init_residual': 'yes'}},
                        "network_g.zero_init_residual: must be true or false, got 'yes'"),
+    'val_dtype_int4': ({'val': {'dtype': 'int4'}}, "val.dtype: must be one of fp32, bf16, fp16, int8, got 'int4'"),
+    'val_int8_without_calibration': ({'val': {'dtype': 'int8'}}, 'val.dtype int8 needs val.calibration'),
+    'val_calibration_without_int8': ({'val': {'calibration': '.'}}, 'val.calibration is for val.dtype int8 only'),
+    'val_calibration_missing': ({'val': {'dtype': 'int8', 'calibration': 'no/such'}},
+                                'val.calibration: no such folder: no/such'),
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -93,6 +94,23 @@ def test_validation_uses_ema_network_fused(trained, monkeypatch):
     monkeypatch.setattr('lipt_arch.models.lipt_model.reparameterize', lambda net: seen.append(net) or net.eval())
     model.validation(val_loader, 2, None)
     assert seen == [model.net_g_ema]
+
+
+def test_validation_in_bf16_goes_through_optimize(trained, monkeypatch):
+    """val.dtype: validation runs on lipt_arch.optimize's form of the fused network, close to fp32."""
+    model, _, val_loader = trained
+    model.validation(val_loader, 2, None)
+    fp32 = dict(model.metric_results)
+    forms = []
+    real = lipt_arch.models.lipt_model.optimize
+    monkeypatch.setattr('lipt_arch.models.lipt_model.optimize',
+                        lambda *a, **k: forms.append(real(*a, **k)) or forms[-1])
+    monkeypatch.setitem(model.opt['val'], 'dtype', 'bf16')
+    with pytest.warns(UserWarning) if not torch.ops.mkldnn._is_mkldnn_bf16_supported() else nullcontext():
+        model.validation(val_loader, 2, None)
+    assert [form.precision for form in forms] == ['bf16']
+    assert abs(model.metric_results['psnr'] - fp32['psnr']) < 0.1, (model.metric_results, fp32)
+    assert model._val_net is None
 
 
 def test_ema_averages_batchnorm_statistics(trained):

@@ -27,7 +27,8 @@ from lipt_arch.checkpoints import (
 from lipt_arch.errors import CheckpointError, ImageError, OptionError
 from lipt_arch.export import check_onnx, export_onnx
 from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, fit_to_format, is_image_path, read_image, write_image
-from lipt_arch.inference import resolve_device, resolve_dtype, upscale_array
+from lipt_arch.inference import resolve_device, upscale_array
+from lipt_arch.optimized import calibration_inputs, optimize
 from lipt_arch.validation import check_lipt_args
 
 EXIT_FAILURE = 1
@@ -46,6 +47,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                              "preset's, else 8)")
 
 
+def _calibration_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--calibration', default=None,
+                        help='int8: folder of training images (HR) whose bicubic LR crops calibrate the activation '
+                             'scales; never a test set')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='lipt', description='LIPT super-resolution: run, convert, export, inspect.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -58,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                         'model name (lipt models); default: the shipped lipt-tiny-x<scale>, x4 without --scale')
     p.add_argument('--tile', type=int, default=384, help='tile side in input pixels; 0 = whole image (default 384)')
     p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
-    p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
+    p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16', 'int8'), default='fp32',
+                   help='precision (default fp32); int8 runs on the CPU in ONNX Runtime and needs --calibration')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda[:i] (default auto)')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the network (fp32 / bf16 / fp16; the first tile of each size compiles)')
+    _calibration_option(p)
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars and no model line')
     _model_options(p)
 
@@ -75,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', required=True, help='checkpoint (any kind lipt infer reads) or a shipped model name')
     p.add_argument('--opset', type=int, default=18)
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison after export')
+    p.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16', 'int8'), default='fp32',
+                   help='fp32 (default) or int8 (QDQ: int8 convs, needs --calibration); bf16 / fp16 are refused')
+    _calibration_option(p)
     _model_options(p)
 
     p = sub.add_parser('info', help='describe a checkpoint')
@@ -188,15 +202,16 @@ def _infer(args: argparse.Namespace) -> int:
         jobs = [(source, target)]
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    _check_calibration(args)
     loaded = _load(args)
-    model = loaded.model.to(device, dtype)
+    model = optimize(loaded.model, args.dtype, device, compile=args.compile, calibration=args.calibration)
     if not args.quiet:
-        _note(f'{_describe(loaded.config)} from {args.model} on {device} in {str(dtype).replace("torch.", "")}')
+        _note(f'{_describe(loaded.config)} from {args.model} on {device} in {model.precision}'
+              f'{" (compiled)" if args.compile else ""}')
     failures, start, cpu_start = [], time.perf_counter(), time.process_time()
     for src, dst in tqdm(jobs, desc='images', unit='img', disable=args.quiet or len(jobs) == 1):
         try:
-            _infer_one(model, src, dst, args, device, dtype)
+            _infer_one(model, src, dst, args, model.device)
         except Exception as err:  # noqa: BLE001  (one bad image must not stop a folder run)
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -215,6 +230,16 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_calibration(args: argparse.Namespace) -> None:
+    if args.dtype == 'int8' and not args.calibration:
+        raise CliError('--dtype int8 needs --calibration FOLDER (training images to calibrate the activation scales; '
+                       'never a test set)')
+    if args.calibration and args.dtype != 'int8':
+        raise CliError(f'--calibration is for --dtype int8 only (dtype is {args.dtype})')
+    if args.calibration and not Path(args.calibration).is_dir():
+        raise CliError(f'{args.calibration}: no such folder (--calibration)')
+
+
 def _output_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise CliError(f'{path}: exists as a file, but a folder is needed for the output')
@@ -229,10 +254,10 @@ def _one_line(err: Exception, src: Path) -> str:
     return f'{src}: {type(err).__name__}: {text}'
 
 
-def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device,
-               dtype: torch.dtype) -> None:
+def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device) -> None:
     img = read_image(src)
-    out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device, dtype=dtype)
+    out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device,
+                        dtype=torch.float32)  # the optimized model takes float32 tiles and casts them itself
     out, notes = fit_to_format(out, dst.suffix.lower())
     for note in notes:
         _note(f'warning: {dst}: {note}')
@@ -251,7 +276,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.dtype in ('bf16', 'fp16'):
+        raise CliError(f'--dtype {args.dtype}: lipt export writes fp32 or int8 ONNX only (ONNX Conv has no bf16 at '
+                       f'opset 18); run {args.dtype} in PyTorch: lipt infer --dtype {args.dtype}')
+    _check_calibration(args)
     loaded = _load(args)
+    if args.dtype == 'int8':
+        return _export_int8(args, loaded)
     export_onnx(loaded.model, args.onnx, opset=args.opset)
     _note(f'wrote {_describe(loaded.config)} to {args.onnx} (input "image" (B, {loaded.config["num_in_ch"]}, H, W) '
           'in [0, 1], any H and W)')
@@ -261,6 +292,22 @@ def _export(args: argparse.Namespace) -> int:
             _note('onnxruntime not installed: parity check skipped')
         else:
             _note(f'onnxruntime parity on two sizes: max abs error {error:.2e}')
+    return 0
+
+
+def _export_int8(args: argparse.Namespace, loaded: LoadedModel) -> int:
+    from lipt_arch.export import onnx_psnr
+    if args.opset != 18:
+        raise CliError('--opset: the int8 export is written at opset 18 (ONNX Runtime\'s quantizer), leave it out')
+    model = optimize(loaded.model, 'int8', 'cpu', calibration=args.calibration)
+    model.save_onnx(args.onnx)
+    _note(f'wrote int8 {_describe(loaded.config)} to {args.onnx} (QDQ: int8 convs, fp32 attention; input "image" '
+          f'(B, {loaded.config["num_in_ch"]}, H, W) in [0, 1], any H and W)')
+    if not args.no_check:
+        crops = calibration_inputs(args.calibration, loaded.config, count=2, size=40, seed=1)
+        psnr = onnx_psnr(loaded.model, args.onnx, [crops[0][..., :19, :27], crops[1][..., :, :33]])
+        _note(f'onnxruntime int8 vs PyTorch fp32 on two training-image crops (19x27, 40x33): lowest PSNR '
+              f'{psnr:.1f} dB')
     return 0
 
 

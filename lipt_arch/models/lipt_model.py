@@ -7,6 +7,8 @@ Option keys of ours (all optional):
   visualization folder and print a one-line summary.
 - ``train.amp`` / ``train.channels_last`` / ``train.compile`` / ``train.compile_mode`` (and the older
   ``train.compile_rep_convs``): faster training steps, see :mod:`lipt_arch.models.training_speed`.
+- ``val.dtype`` ('fp32' (default), 'bf16', 'fp16', 'int8'): validate the fused network in this inference form
+  (:func:`lipt_arch.optimize`); ``val.calibration`` (folder of training images) is needed for int8.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from lipt_arch.basicsr_support.resume import preserved_rng
 from lipt_arch.checkpoints import load_weights, read_checkpoint, save_model, unwrap_state_dict
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 from lipt_arch.models import training_speed
+from lipt_arch.optimized import optimize
 from lipt_arch.visualization import side_by_side
 
 BN_STATS = ('running_mean', 'running_var')
@@ -230,6 +233,9 @@ class LIPTModel(SRModel):
 
     def _validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._val_net = reparameterize(self.validation_network())
+        dtype = self.opt['val'].get('dtype', 'fp32')
+        if dtype != 'fp32':
+            self._val_net = optimize(self._val_net, dtype, self.device, calibration=self.opt['val'].get('calibration'))
         self._bicubic = {} if self.opt['val'].get('compare_bicubic') else None
         self._num_scored = 0
         self._dataset_name = dataloader.dataset.opt['name']

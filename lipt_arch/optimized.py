@@ -1,0 +1,220 @@
+"""A LIPT in its fastest inference form for a device and precision: :func:`optimize`.
+
+- fp32, bf16, fp16: the fused network (reparameterized if given in training form) in PyTorch, weights cast to the
+  precision, channels-last convs; optionally ``torch.compile`` with Inductor freezing (weights become constants,
+  oneDNN prepacks them and fuses conv + ReLU / add).
+- int8 (CPU): the fused network exported to ONNX and quantized statically with ONNX Runtime: every 3x3 (and 1x1)
+  conv of the body in int8 with per-channel weight scales and per-tensor activation scales calibrated on LR crops
+  of real images (:func:`calibration_inputs`); head and tail convs, attention and residual adds stay fp32. Chosen
+  over torch.ao PT2E + Inductor and OpenVINO + NNCF by measurement (docs/inference.md): as fast or faster on an
+  AVX2 CPU, no compilation wait, any image size, no new dependency, and the same file is what ``lipt export
+  --dtype int8`` writes.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .archs import reparameterize
+from .inference import resolve_device, resolve_dtype
+from .validation import PRECISIONS
+
+CALIBRATION_CROPS = 32  # LR crops used to calibrate the activation scales
+CALIBRATION_CROP_SIZE = 64  # LR pixels (a multiple of both window sizes)
+
+Calibration = str | os.PathLike | Sequence[Tensor]
+
+
+class OptimizedLIPT(nn.Module):
+    """A LIPT in an inference form: (B, C_in, H, W) float in [0, 1], any H and W, on any device ->
+    (B, C_out, H * upscale, W * upscale) float32 on the input's device (not clamped). Inference only (no
+    gradients). Built by :func:`optimize`; ``precision`` says which form (fp32, bf16, fp16, int8), ``device`` where
+    it computes. The int8 form runs in ONNX Runtime; :meth:`save_onnx` writes it."""
+
+    def __init__(self, config: dict[str, Any], precision: str, device: torch.device, dtype: torch.dtype,
+                 net: nn.Module | None = None, onnx_model: bytes | None = None, compiled: bool = False) -> None:
+        super().__init__()
+        self.config, self.precision, self.device, self.dtype = dict(config), precision, device, dtype
+        self.upscale, self.window_size, self.compiled = config['upscale'], config['window_size'], compiled
+        self.net = net
+        self.onnx_model = onnx_model
+        self._session = _ort_session(onnx_model) if onnx_model is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = self.config['num_in_ch']
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f'LIPT expects a (B, {channels}, H, W) tensor, got {tuple(x.shape)}')
+        if self._session is not None:
+            out = self._session.run(None, {'image': x.detach().float().cpu().numpy()})[0]
+            return torch.from_numpy(out).to(x.device)
+        with torch.no_grad():
+            return self.net(x.to(self.device, self.dtype)).float().to(x.device)
+
+    def save_onnx(self, path: str | os.PathLike) -> None:
+        """Write the int8 form's ONNX model (QDQ: QuantizeLinear / DequantizeLinear around int8 convs)."""
+        if self.onnx_model is None:
+            raise ValueError(f'only the int8 form is an ONNX model; this one is {self.precision}')
+        Path(path).write_bytes(self.onnx_model)
+
+    def extra_repr(self) -> str:
+        runtime = 'onnxruntime' if self._session is not None else 'torch' + (' compiled' if self.compiled else '')
+        return f'{self.precision}, {self.device}, {runtime}, x{self.upscale}'
+
+    def __getstate__(self) -> dict[str, Any]:  # an InferenceSession cannot be pickled (deepcopy, save)
+        state = self.__dict__.copy()
+        state['_session'] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.onnx_model is not None:
+            self._session = _ort_session(self.onnx_model)
+
+
+def optimize(model: nn.Module, dtype: str = 'fp32', device: str | torch.device = 'cpu', compile: bool = False,
+             calibration: Calibration | None = None) -> OptimizedLIPT:
+    """``model`` (a LIPT, fused or training form; left untouched) in its fastest form for ``device`` and ``dtype``.
+
+    Args:
+        model: a :class:`~lipt_arch.LIPT` (training form is fused first, :func:`~lipt_arch.reparameterize`).
+        dtype: 'fp32', 'bf16', 'fp16' (on CPU: fp32 with a warning, as ``lipt infer``) or 'int8' (CPU only).
+        device: 'cpu', 'cuda[:i]' or 'auto'.
+        compile: ``torch.compile`` with Inductor freezing (fp32 / bf16 / fp16; the first call of each image size
+            compiles, tens of seconds on a CPU, which needs a C++ compiler).
+        calibration: int8 only, and needed there: a folder of training images (HR; LR crops are made by bicubic
+            downsampling, :func:`calibration_inputs`) or a sequence of (1, C_in, h, w) LR tensors in [0, 1]. Never
+            calibrate on the test set you report.
+
+    Returns an :class:`OptimizedLIPT`. Raises ValueError (one line) for an unknown dtype, int8 off the CPU, int8
+    without calibration, calibration without int8 or compile with int8.
+    """
+    if dtype not in PRECISIONS:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(PRECISIONS)}")
+    config = getattr(model, 'config', None)
+    if not isinstance(config, dict) or 'deploy' not in config:
+        raise ValueError(f'optimize() takes a LIPT, got {type(model).__name__}')
+    target = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    fused = reparameterize(model) if not config['deploy'] else copy.deepcopy(model).eval()
+    fused = fused.float().cpu()
+    if dtype == 'int8':
+        if target.type != 'cpu':
+            raise ValueError(f'int8 runs on the CPU (ONNX Runtime); got device {target} (use --device cpu, or bf16 / '
+                             'fp16 on a GPU)')
+        if compile:
+            raise ValueError('compile applies to the PyTorch forms (fp32, bf16, fp16); the int8 form runs in ONNX '
+                             'Runtime, which optimizes its graph itself')
+        if calibration is None:
+            raise ValueError('int8 needs calibration images: a folder of training images (e.g. the training set '
+                             'the model was trained on; never a test set)')
+        inputs = calibration_inputs(calibration, fused.config) if _is_path(calibration) else list(calibration)
+        return OptimizedLIPT(fused.config, 'int8', target, torch.float32, onnx_model=quantize_int8(fused, inputs))
+    if calibration is not None:
+        raise ValueError(f'calibration images are for int8 only; dtype is {dtype}')
+    compute = resolve_dtype(dtype, target)
+    if compute == torch.bfloat16 and target.type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn('this CPU has no fast bf16 (no AVX-512 / AMX): bf16 is emulated here and slower than fp32',
+                      stacklevel=2)
+    net = fused.to(target, compute).to(memory_format=torch.channels_last).eval()
+    if compile:
+        _check_compiler(target)
+        net = torch.compile(net, options={'freezing': True})
+    return OptimizedLIPT(fused.config, dtype if compute != torch.float32 else 'fp32', target, compute, net=net,
+                         compiled=compile)
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _check_compiler(device: torch.device) -> None:
+    if device.type == 'cpu' and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
+        raise ValueError('compile on a CPU needs a C++ compiler (g++, c++ or clang++) on PATH')
+
+
+# ------------------------------------------------------------------------------------------------------ int8
+def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count: int = CALIBRATION_CROPS,
+                       size: int = CALIBRATION_CROP_SIZE, seed: int = 0) -> list[Tensor]:
+    """``count`` LR crops (1, C_in, h, w) in [0, 1] from the images of ``folder``, taken in turn: random
+    ``size * upscale`` HR crops (seeded; an image smaller than that is used whole, modcropped to the scale),
+    bicubic-downsampled (MATLAB-style, 8-bit rounded) as the model's training LR was, so h = w = ``size`` except for
+    small images. 1-channel models get the luma (BT.601)."""
+    from .data.sr_pairs import bicubic_downsample, list_images, read_rgb_uint8
+
+    scale, channels = config['upscale'], config['num_in_ch']
+    if channels not in (1, 3):
+        raise ValueError(f'calibration from image files needs a 1- or 3-channel model, not {channels} channels')
+    try:
+        images = [read_rgb_uint8(p) for p in list_images(folder)]
+    except (FileNotFoundError, OSError) as err:
+        raise ValueError(f'calibration: {err}') from None
+    rng = random.Random(seed)
+    crops = []
+    for i in range(count):
+        img = images[i % len(images)]
+        crop_h, crop_w = (min(size * scale, side) // scale * scale for side in img.shape[:2])
+        if min(crop_h, crop_w) == 0:
+            raise ValueError(f'calibration: an image in {folder} is smaller than the scale {scale}')
+        top, left = rng.randrange(img.shape[0] - crop_h + 1), rng.randrange(img.shape[1] - crop_w + 1)
+        hr = img[top:top + crop_h, left:left + crop_w].astype(np.float32) / 255.0
+        lr = bicubic_downsample(hr, scale) if scale > 1 else hr
+        if channels == 1:
+            lr = lr @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
+        crops.append(torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None])
+    return crops
+
+
+def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor]) -> bytes:
+    """The fused LIPT as an int8 ONNX model (QDQ format, bytes), calibrated on ``calibration`` (LR tensors in [0, 1]).
+
+    Convs of the body: int8 weights (per output channel, symmetric, 7-bit range) and uint8 activations (per tensor,
+    min/max over the calibration inputs); the head and tail convs, the attention and everything else stay fp32.
+    The 7-bit weight range (``reduce_range``) keeps the u8 x s8 pair products of CPUs without VNNI (AVX2, plain
+    AVX-512: ``vpmaddubsw``) from saturating 16 bits; measured on AVX2 it loses less PSNR than the full range.
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as err:
+        raise ValueError(f'int8 needs onnx and onnxruntime (pip install onnx onnxscript onnxruntime): {err}') from None
+    from .export import export_onnx
+
+    if not calibration:
+        raise ValueError('calibration: no calibration inputs')
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{'image': t.detach().float().cpu().numpy()} for t in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, prepared, int8 = (Path(tmp) / name for name in ('fp32.onnx', 'prepared.onnx', 'int8.onnx'))
+        export_onnx(fused, fp32)
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == 'Conv']
+        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        op_types_to_quantize=['Conv'], nodes_to_exclude=[convs[0], convs[-1]],
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+        return int8.read_bytes()
+
+
+def _ort_session(model: bytes) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
