@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lipt_arch  # noqa: E402,F401
-from benchmarks.machine import describe, load_average  # noqa: E402
+from benchmarks.machine import cpu_info, describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch import LIPT, OptimizedLIPT, optimize, preset_config, reparameterize  # noqa: E402
@@ -216,13 +216,30 @@ CUDA_TRAIN_VARIANTS = {  # added on a GPU
 AMP_TRAIN_GOALS = (3.0, 2.0)  # issue 12: bf16 AMP step vs the authors' fp32 step, CPUs with AMX / AVX512-BF16 only
 
 
-def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: int = 48) -> list[dict]:
+def low_precisions(choice: str, device: torch.device) -> tuple[str, ...]:
+    """The reduced precisions to time: ``--low`` as given, or for ``auto`` fp16 and bf16 on CUDA, bf16 on a CPU that
+    computes it (AVX512-BF16 or AMX) and none on one that only emulates it (10x slower than fp32 on AVX2)."""
+    if choice != 'auto':
+        return () if choice == 'none' else (choice,)
+    if device.type == 'cuda':
+        return ('fp16', 'bf16')
+    isa = cpu_info()['isa']
+    if 'AVX512-BF16' in isa or 'AMX' in isa:
+        return ('bf16',)
+    print(f'bf16 rows left out: this CPU ({", ".join(isa) or "no AVX"}) has no bf16 arithmetic (pass --low bf16 to '
+          'time them anyway)', flush=True)
+    return ()
+
+
+def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: int = 48,
+                  lows: tuple[str, ...] = ('bf16',)) -> list[dict]:
     """Forward + L1 + backward + Adam step, x2, ``batch`` LR patches of ``patch`` pixels: ours (eager; six-branch
     convs compiled; bf16 AMP alone, with channels-last, with compiled convs or network; fp16 AMP on CUDA: the step
     LIPTModel runs for those train options) vs the authors' structure in fp32, same initial weights and data. The
     variants of a preset take turns, one step each per round (``repeats`` rounds after two warm-up steps each), so a
     slow spell of the machine hits them alike; each row is the median over the rounds."""
     variants = {**TRAIN_VARIANTS, **(CUDA_TRAIN_VARIANTS if device.type == 'cuda' else {})}
+    variants = {k: v for k, v in variants.items() if v is None or v.amp is None or v.amp in lows}
     rows = []
     for preset in ('tiny', 'small'):
         steps = {label: _train_step(preset, speed, device, batch, patch) for label, speed in variants.items()}
@@ -391,6 +408,9 @@ def main() -> None:
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--clock', default='wall', choices=sorted(CLOCK), help='wall time, or process CPU time')
+    parser.add_argument('--low', default='auto', choices=['auto', 'bf16', 'fp16', 'none'],
+                        help='reduced precision rows (inference and AMP training); auto: fp16 and bf16 on CUDA, bf16 '
+                             'on CPUs with AVX512-BF16 or AMX, none on CPUs that only emulate bf16')
     parser.add_argument('--no-peers', action='store_true')
     parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
     parser.add_argument('--train', action='store_true', help='also time the training step')
@@ -410,7 +430,7 @@ def main() -> None:
     args.device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     load_before = load_average()
     x = torch.rand(1, 3, args.height, args.width, device=device)
-    low = ('fp16', 'bf16') if device.type == 'cuda' else 'bf16'
+    low = low_precisions(args.low, device)
     calibration = None if args.no_int8 else args.calibration
     if calibration is not None and not calibration.is_dir():
         print(f'{calibration}: no such folder: int8 rows left out (pass --calibration)', file=sys.stderr)
@@ -420,7 +440,7 @@ def main() -> None:
         entries += [inference_entry(name, build().to(device).eval(), x) for name, build in peers(args.scale).items()]
     rows = time_rows(entries, device, args.repeats)
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
-    train = training_rows(device, args.repeats) if args.train else []
+    train = training_rows(device, args.repeats, lows=low) if args.train else []
     memory = memory_rows(args.threads) if device.type == 'cpu' and not args.no_memory else []
     args.machine = describe(load_before, load_average(), args.device)
     table = markdown(rows, train, memory, args, baseline)

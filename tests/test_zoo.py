@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -113,9 +114,13 @@ def test_models_command_lists_every_model(capsys):
 def test_installed_wheel_reproduces_scores(tmp_path):
     """Build the wheel, install it into a separate folder, and score every shipped model from there."""
     shared_path('datasets', 'Set5', 'HR')
+    source = tmp_path / 'source'  # a copy without build/ (setuptools would reuse stale files from an earlier build)
+    skip = shutil.ignore_patterns('.git', '.venv*', 'build', 'dist', '*.egg-info', '.gpu_*', 'experiments', 'results',
+                                  '__pycache__', '.*_cache')
+    shutil.copytree(REPO, source, ignore=skip)
     wheels = tmp_path / 'wheels'
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(wheels),
-                    str(REPO)], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     (wheel,) = wheels.glob('lipt_arch-*.whl')
     names = set(zipfile.ZipFile(wheel).namelist())
     assert 'lipt_arch/zoo/models.json' in names
