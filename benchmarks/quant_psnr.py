@@ -21,10 +21,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.sr_eval import psnr_y  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
-from lipt_arch.data.sr_pairs import load_folder_pairs, psnr_y  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
-from lipt_arch.optimized import PRECISIONS, optimize  # noqa: E402
+from lipt_arch.data.sr_pairs import load_folder_pairs  # noqa: E402
+from lipt_arch.optimized import optimize  # noqa: E402
+from lipt_arch.validation import PRECISIONS  # noqa: E402
 
 GOAL_DB = 0.1  # issue 11: int8 within 0.1 dB of fp32
 
