@@ -8,7 +8,8 @@ import random
 
 import numpy as np
 import torch
-from basicsr.metrics import calculate_psnr
+
+import lipt_arch  # noqa: F401  (makes basicsr 1.4.2 importable: before any basicsr import)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -21,6 +22,8 @@ def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int) -> float:
 
     BasicSR's ``calculate_psnr(test_y_channel=True)``; its ``to_y_channel`` expects BGR, hence the channel flip.
     """
+    from basicsr.metrics import calculate_psnr  # after lipt_arch's compat shim
+
     return float(calculate_psnr(to_uint8(sr)[..., ::-1], to_uint8(hr)[..., ::-1], crop_border=scale,
                                 test_y_channel=True))
 
