@@ -442,7 +442,8 @@ def main() -> None:
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats, lows=low) if args.train else []
     memory = memory_rows(args.threads) if device.type == 'cpu' and not args.no_memory else []
-    args.machine = describe(load_before, load_average(), args.device)
+    args.machine = describe(load_before, load_average(), args.device,
+                            own_threads=args.threads if device.type == 'cpu' else 1)
     table = markdown(rows, train, memory, args, baseline)
     print(table)
     if args.markdown:

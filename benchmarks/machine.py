@@ -40,17 +40,19 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, object]:
     return dict(model=model, cpus=os.cpu_count() or 1, isa=[name for name, flag in ISA_FLAGS if flag in flags])
 
 
-def load_warning(before: tuple[float, ...], after: tuple[float, ...], cpus: int | None = None) -> str | None:
-    """A warning line when the 1-minute load average (``os.getloadavg()[0]``) before or after the run exceeds
-    ``BUSY_LOAD_PER_CPU`` x ``cpus``; None on a quiet machine."""
+def load_warning(before: tuple[float, ...], after: tuple[float, ...], cpus: int | None = None,
+                 own_threads: int = 0) -> str | None:
+    """A warning line when the 1-minute load average (``os.getloadavg()[0]``) before the run exceeds
+    ``BUSY_LOAD_PER_CPU`` x ``cpus``, or after it exceeds that plus ``own_threads`` (the load the benchmark itself
+    adds while it runs); None on a quiet machine."""
     cpus = cpus or os.cpu_count() or 1
     limit = BUSY_LOAD_PER_CPU * cpus
-    worst = max(before[0], after[0])
-    if worst <= limit:
+    if before[0] <= limit and after[0] <= limit + own_threads:
         return None
+    own = f' (+{own_threads} for its own threads after)' if own_threads else ''
     return (f'WARNING: busy machine: 1-minute load average {before[0]:.2f} before, {after[0]:.2f} after, above '
-            f'{limit:.2f} ({BUSY_LOAD_PER_CPU} per logical CPU, {cpus} CPUs): these times are not comparable with an '
-            f'idle run; measure again with nothing else running')
+            f'{limit:.2f}{own} ({BUSY_LOAD_PER_CPU} per logical CPU, {cpus} CPUs): these times are not comparable '
+            f'with an idle run; measure again with nothing else running')
 
 
 def load_average() -> tuple[float, float, float]:
@@ -62,7 +64,7 @@ def load_average() -> tuple[float, float, float]:
 
 
 def describe(before: tuple[float, ...], after: tuple[float, ...] | None = None, device: str = 'cpu',
-             cpuinfo: str | None = None) -> str:
+             cpuinfo: str | None = None, own_threads: int = 0) -> str:
     """A markdown paragraph naming the machine: CPU model, logical CPUs, ISA (from /proc/cpuinfo flags) and torch's
     CPU capability, torch version, threads, the GPU when ``device`` is 'cuda', and the load averages (1, 5, 15 min)
     before and after; a warning line follows when :func:`load_warning` says the machine was busy."""
@@ -79,7 +81,7 @@ def describe(before: tuple[float, ...], after: tuple[float, ...] | None = None, 
     if after is not None:
         load += f"; {', '.join(f'{v:.2f}' for v in after[:3])} after"
     lines.append(load + '.')
-    warning = load_warning(before, after if after is not None else before, info['cpus'])
+    warning = load_warning(before, after if after is not None else before, info['cpus'], own_threads)
     if warning:
         lines.append(warning)
     return '\n'.join(lines)

@@ -72,6 +72,8 @@ def test_busy_machine_is_flagged_by_the_stated_rule():
     assert machine.load_warning((0.9, 0, 0), (1.0, 0, 0), cpus=2) is None  # 1.0 <= 0.5 per CPU x 2
     warning = machine.load_warning((0.2, 0, 0), (1.1, 0, 0), cpus=2)
     assert warning.startswith('WARNING: busy machine') and '1.10 after' in warning
+    assert machine.load_warning((0.2, 0, 0), (2.9, 0, 0), cpus=2, own_threads=2) is None  # its own 2 threads
+    assert machine.load_warning((0.2, 0, 0), (3.1, 0, 0), cpus=2, own_threads=2) is not None
     busy = machine.describe((9.0, 8.0, 7.0), (12.0, 9.0, 7.0), cpuinfo=CPUINFO)
     assert busy.splitlines()[-1].startswith('WARNING: busy machine')
 
