@@ -84,6 +84,11 @@ def cpu_description() -> str:
     return f'{name}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}'
 
 
+def _count_images(folder: str) -> int:
+    path = Path(folder) if Path(folder).is_dir() else shared_root() / Path(folder).relative_to('../shared')
+    return sum(1 for p in path.iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'))
+
+
 def training_record(experiment: Path) -> dict:
     """Iterations, patch, batch, data and wall minutes of a ``basicsr train`` run, from its files."""
     option_files = sorted(experiment.glob('*.yml'))
@@ -104,7 +109,8 @@ def training_record(experiment: Path) -> dict:
     folders = train.get('hr_folders') or [train.get('dataroot_gt')]
     return {
         'options': f"options/zoo/{option_files[0].name}",
-        'data': ' + '.join(Path(f).name for f in folders) + ' (HR; LR by MATLAB-style bicubic)',
+        'data': f"{' + '.join(Path(f).name for f in folders)} ({sum(map(_count_images, folders))} HR images; LR by "
+                'MATLAB-style bicubic)',
         'iterations': iterations,
         'batch': train['batch_size_per_gpu'],
         'hr_patch': train['gt_size'],
