@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sys
 from datetime import datetime
@@ -23,14 +21,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import lipt_arch  # noqa: E402
+from benchmarks.machine import cpu_info  # noqa: E402
+from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
-from lipt_arch.data.sr_pairs import bicubic_upsample, load_folder_pairs  # noqa: E402
+from lipt_arch.data.sr_pairs import bicubic_upsample, list_images, load_folder_pairs  # noqa: E402
+from lipt_arch.visualization import side_by_side  # noqa: E402
 from lipt_arch.zoo import file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
 from lipt_arch.zoo.evaluate import network_upscaler, score_folder  # noqa: E402
 
@@ -65,28 +67,15 @@ ITER_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: .*iter:\s*([\d,]+)')
 START_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: Start training')
 
 
-def shared_root() -> Path:
-    """``$LIPT_SHARED`` or ``<repo>/../shared``."""
-    return Path(os.environ.get('LIPT_SHARED', REPO.parent / 'shared'))
-
-
 def cpu_description() -> str:
-    """The processor's model name and the vector ISA torch uses, e.g. ``AMD EPYC (AVX2)``."""
-    name = platform.processor() or 'unknown CPU'
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                name = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    return f'{name}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}'
+    """The processor's model name, core count and the vector ISA torch uses, e.g. ``AMD EPYC, 2 cores, AVX2``."""
+    info = cpu_info()
+    return f"{info['model']}, {info['cpus']} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _count_images(folder: str) -> int:
     path = Path(folder) if Path(folder).is_dir() else shared_root() / Path(folder).relative_to('../shared')
-    return sum(1 for p in path.iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'))
+    return len(list_images(path))
 
 
 def training_record(experiment: Path) -> dict:
@@ -208,8 +197,7 @@ def figure(name: str, image: str, box: tuple[int, int, int], path: Path) -> None
         crop = np.clip(np.round(img[top:top + size, left:left + size] * 255), 0, 255).astype(np.uint8)[..., ::-1]
         crop = cv2.resize(crop, (size * 2, size * 2), interpolation=cv2.INTER_NEAREST)
         crops.append(label(crop, title))
-    gap = np.full((crops[0].shape[0], 4, 3), 255, np.uint8)
-    cv2.imwrite(str(path), np.concatenate([crops[0], gap, crops[1], gap, crops[2]], axis=1))
+    cv2.imwrite(str(path), side_by_side(crops))
     print(f'wrote {path}')
 
 

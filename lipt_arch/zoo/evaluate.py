@@ -23,6 +23,11 @@ def _to_bgr_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)[..., ::-1]
 
 
+def psnr_y(sr: np.ndarray, hr: np.ndarray, scale: int) -> float:
+    """Y-channel PSNR (dB) of (H, W, 3) RGB float [0, 1] images after 8-bit rounding, border ``scale`` cropped."""
+    return float(calculate_psnr(_to_bgr_uint8(sr), _to_bgr_uint8(hr), crop_border=scale, test_y_channel=True))
+
+
 def network_upscaler(model: nn.Module) -> Upscaler:
     """Run ``model`` (on CPU, fp32, no gradient) on one (h, w, 3) RGB image in [0, 1]."""
     @torch.no_grad()
@@ -41,7 +46,6 @@ def score_folder(upscale: Upscaler | None, folder: str | os.PathLike, scale: int
     psnr, ssim = [], []
     for pair in pairs:
         sr = bicubic_upsample(pair.lr, scale) if upscale is None else upscale(pair.lr)
-        sr, hr = _to_bgr_uint8(sr), _to_bgr_uint8(pair.hr)
-        psnr.append(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True))
-        ssim.append(calculate_ssim(sr, hr, crop_border=scale, test_y_channel=True))
+        psnr.append(psnr_y(sr, pair.hr, scale))
+        ssim.append(calculate_ssim(_to_bgr_uint8(sr), _to_bgr_uint8(pair.hr), crop_border=scale, test_y_channel=True))
     return {'psnr': float(np.mean(psnr)), 'ssim': float(np.mean(ssim)), 'images': len(pairs)}
