@@ -7,7 +7,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from lipt_arch import LIPT, PRESETS, preset_config
 from lipt_arch.archs.lipt_arch import reflect_pad
-from lipt_arch.archs.nvsm_attention import sparse_index, sparse_offsets, token_index
+from lipt_arch.archs.nvsm_attention import permute_rows, sparse_index, sparse_offsets, token_index
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -137,6 +137,29 @@ def test_token_index_matches_roll_mask_and_partition(height, width, window, shif
     assert torch.equal(index, _tokens_the_reference_way(height, width, window, shift, sparse))
     plain, plain_inverse = token_index(height, width, window, shift, sparse=False)
     assert torch.equal(plain[plain_inverse], torch.arange(height * width))
+
+
+@pytest.mark.parametrize('sparse', [False, True])
+def test_token_index_of_a_batch_offsets_each_image(sparse):
+    index, inverse = token_index(16, 24, 8, 4, sparse)
+    batched, batched_inverse = token_index(16, 24, 8, 4, sparse, batch=3)
+    offsets = torch.arange(3)[:, None] * (16 * 24)
+    assert torch.equal(batched, (offsets + index).reshape(-1))
+    assert torch.equal(batched[batched_inverse], torch.arange(3 * 16 * 24))  # a permutation, with its inverse
+
+
+def test_permute_rows_gradient_equals_index_select_gradient():
+    index, inverse = token_index(16, 16, 8, 4, sparse=True, batch=2)
+    rows = torch.randn(2 * 16 * 16, 6, dtype=torch.float64)
+    weight = torch.randn(2 * 16 * 16, 6, dtype=torch.float64)
+    grads = []
+    for gather in (lambda r: permute_rows(r, index, inverse), lambda r: r.index_select(0, index)):
+        leaf = rows.clone().requires_grad_()
+        out = gather(leaf)
+        (out * weight).sum().backward()
+        grads.append((out.detach(), leaf.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
 
 
 def test_training_after_inference_mode_at_the_same_size():

@@ -9,6 +9,7 @@ copies. Queries double as keys (``softmax(q @ q^T)``, no 1/sqrt(d) scaling), as 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,35 +52,61 @@ def _axis_index(length: int, window_size: int, shift: int, sparse: bool, device:
     return (torch.arange(length, device=device) + shift) % size_tensor(length, device)
 
 
-def _compute_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool,
+def _compute_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool, batch: int,
                          device: torch.device) -> tuple[Tensor, Tensor]:
     rows = _axis_index(height, window_size, shift, sparse, device).view(-1, window_size)
     cols = _axis_index(width, window_size, shift, sparse, device).view(-1, window_size)
     index = (rows[:, None, :, None] * size_tensor(width, device) + cols[None, :, None, :]).reshape(-1)
     inverse = torch.zeros_like(index).scatter(0, index, torch.arange(index.numel(), device=device))
-    return index, inverse
+    if isinstance(batch, int) and batch == 1:
+        return index, inverse
+    offsets = torch.arange(batch, device=device)[:, None] * size_tensor(height * width, device)
+    return (offsets + index).reshape(-1), (offsets + inverse).reshape(-1)
 
 
 @lru_cache(maxsize=256)
-def _cached_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool,
+def _cached_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool, batch: int,
                         device: torch.device) -> tuple[Tensor, Tensor]:
     with torch.inference_mode(False):  # a normal tensor even when first built under inference_mode: autograd
-        return _compute_token_index(height, width, window_size, shift, sparse, device)  # may save it later
+        return _compute_token_index(height, width, window_size, shift, sparse, batch, device)  # may save it later
 
 
 def token_index(height: int, width: int, window_size: int, shift: int = 0, sparse: bool = False,
-                device: torch.device | str = 'cpu') -> tuple[Tensor, Tensor]:
-    """Gather index (H*W,) from pixels (row-major) to window-ordered tokens, and its inverse.
+                device: torch.device | str = 'cpu', batch: int = 1) -> tuple[Tensor, Tensor]:
+    """Gather index (batch*H*W,) from pixel rows (batch-major, then row-major) to window-ordered tokens, and its
+    inverse.
 
-    Token ``((a * W/w + b) * w + r) * w + t`` is row ``r``, column ``t`` of window ``(a, b)`` of the map rolled by
-    ``(-shift, -shift)`` and, when ``sparse``, resampled by the sparse mask. The inverse takes tokens of a plain
-    (not resampled) window layout back to the un-rolled pixel grid; the reference leaves the sparse half's output in
-    the resampled layout, so both halves go back through the plain inverse. Cached per size and device in eager
-    mode; built from tensor ops, so sizes stay symbolic under ``torch.compile`` and ONNX export.
+    Token ``((a * W/w + b) * w + r) * w + t`` of an image is row ``r``, column ``t`` of window ``(a, b)`` of the map
+    rolled by ``(-shift, -shift)`` and, when ``sparse``, resampled by the sparse mask; image ``i``'s tokens follow
+    image ``i - 1``'s. The inverse takes tokens of a plain (not resampled) window layout back to the un-rolled pixel
+    grid; the reference leaves the sparse half's output in the resampled layout, so both halves go back through the
+    plain inverse. Cached per size and device in eager mode; built from tensor ops, so sizes stay symbolic under
+    ``torch.compile`` and ONNX export.
     """
     tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
     compute = _compute_token_index if tracing else _cached_token_index
-    return compute(height, width, window_size, shift, sparse, torch.device(device))
+    return compute(height, width, window_size, shift, sparse, batch, torch.device(device))
+
+
+class _PermuteRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, rows: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return rows.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def permute_rows(rows: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
+    """``rows.index_select(0, index)`` for a permutation ``index`` (N,) of the rows of ``rows`` (N, K), with
+    ``inverse`` its inverse permutation: the gradient is the gather by ``inverse`` (not a scatter-add into zeros).
+    Output (N, K), contiguous."""
+    if torch.is_grad_enabled() and rows.requires_grad and not torch.compiler.is_compiling():
+        return _PermuteRows.apply(rows, index, inverse)
+    return rows.index_select(0, index)
 
 
 def _attention(q: Tensor, v: Tensor) -> Tensor:
@@ -140,27 +167,40 @@ class NVSMAttention(nn.Module):
 
     def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention | None]:
         b, c, h, w = x.shape
-        ws, shift = self.window_size, (self.window_size // 2 if self.shift else 0)
-        t = self.proj_bn(self.proj_in(x))
-        flat = t.permute(0, 2, 3, 1).reshape(b, h * w, t.shape[1])  # a view when t is channels-last
-        plain, inverse = token_index(h, w, ws, shift, sparse=False, device=x.device)
+        ws, shift, half = self.window_size, (self.window_size // 2 if self.shift else 0), self.channels // 2
+        # proj_in as pixel rows (B*H*W, 2C or C), split into the C/2-channel parts q0, v0, q1, v1 (or v0, v1)
+        parts = self._project_in(x).split(half, dim=1)
+        plain = token_index(h, w, ws, shift, sparse=False, device=x.device, batch=b)
+
+        def windows(part: Tensor, index: tuple[Tensor, Tensor]) -> Tensor:  # (B*nW, w*w, C/2) tokens, contiguous
+            return permute_rows(part, *index).view(-1, ws * ws, half)
+
         if self.calc_attn:
-            sparse, _ = token_index(h, w, ws, shift, sparse=True, device=x.device)
-            q0, v0 = flat[..., :c].index_select(1, plain).view(-1, ws * ws, c).chunk(2, dim=-1)
-            q1, v1 = flat[..., c:].index_select(1, sparse).view(-1, ws * ws, c).chunk(2, dim=-1)
+            sparse = token_index(h, w, ws, shift, sparse=True, device=x.device, batch=b)
+            q0, v0, q1, v1 = (windows(part, index) for part, index in zip(parts, (plain, plain, sparse, sparse)))
             if self.fused_sdpa:
-                y = torch.cat([_attention(q, v) for q, v in ((q0, v0), (q1, v1))], dim=-1).view(b, h * w, c)
-                return self._project_back(y, inverse, b, h, w), None
+                y = torch.cat([_attention(q0, v0), _attention(q1, v1)], dim=-1)
+                return self._project_out(y, plain, b, h, w), None
             attn = (qq_softmax(q0), qq_softmax(q1))
         elif attn is None:
             raise ValueError('a shared NVSMAttention layer needs the attention maps of the layer before it')
         else:
-            v0, v1 = flat.index_select(1, plain).view(-1, ws * ws, c).chunk(2, dim=-1)
-        y = torch.cat([attn[0] @ v0, attn[1] @ v1], dim=-1).view(b, h * w, c)
-        return self._project_back(y, inverse, b, h, w), attn
+            v0, v1 = (windows(part, plain) for part in parts)
+        y = torch.cat([attn[0] @ v0, attn[1] @ v1], dim=-1)
+        return self._project_out(y, plain, b, h, w), attn
 
-    def _project_back(self, y: Tensor, inverse: Tensor, b: int, h: int, w: int) -> Tensor:
-        """``proj_out`` on window-ordered tokens (B, H*W, C), then back to the pixel grid: (B, C, H, W)."""
+    def _project_in(self, x: Tensor) -> Tensor:
+        """``proj_in`` (+ ``proj_bn``) of (B, C, H, W) as pixel rows (B*H*W, C_inner)."""
+        if isinstance(self.proj_bn, nn.BatchNorm2d):
+            t = self.proj_bn(self.proj_in(x))
+            return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        rows = x.permute(0, 2, 3, 1).reshape(-1, self.channels)  # a view when x is channels-last
+        weight = self.proj_in.weight
+        return F.linear(rows, weight.view(weight.shape[0], self.channels), self.proj_in.bias)
+
+    def _project_out(self, y: Tensor, plain: tuple[Tensor, Tensor], b: int, h: int, w: int) -> Tensor:
+        """``proj_out`` on window-ordered tokens (B*nW, w*w, C), then back to the pixel grid: (B, C, H, W)."""
         c = self.channels
-        y = F.linear(y, self.proj_out.weight.view(c, c), self.proj_out.bias).index_select(1, inverse)
-        return y.view(b, h, w, c).permute(0, 3, 1, 2)
+        y = F.linear(y.view(-1, c), self.proj_out.weight.view(c, c), self.proj_out.bias)
+        index, inverse = plain
+        return permute_rows(y, inverse, index).view(b, h, w, c).permute(0, 3, 1, 2)
