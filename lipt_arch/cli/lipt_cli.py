@@ -148,8 +148,12 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     args.model = _model_path(args.model, args.scale)
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
-        _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; pass "
-              '--window-size to set it)')
+        how = ['--window-size sets the window'] if any(a.startswith('window_size') for a in loaded.assumed) else []
+        if any(a.startswith('img_residual') for a in loaded.assumed):
+            how.append("img_residual is read from the BasicSR experiment's option file when the checkpoint is still "
+                       'in its experiments/<name>/models/ folder')
+        _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; "
+              f"{'; '.join(how)})")
     return loaded
 
 
@@ -315,7 +319,8 @@ def _info(args: argparse.Namespace) -> int:
     loaded = _load(args)
     config = loaded.config
     preset = matching_preset(config)
-    window_note = ' (assumed: not recorded in the file)' if loaded.assumed else ''
+    window_note = (' (assumed: not recorded in the file)'
+                   if any(a.startswith('window_size') for a in loaded.assumed) else '')
     fused = 'yes' if loaded.stored_fused else 'no (training form; fused on load)'
     rows = [
         ('file', args.model), ('kind', KINDS[loaded.kind]),

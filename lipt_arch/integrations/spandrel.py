@@ -79,13 +79,10 @@ class LIPTArch(Architecture[LIPT]):
         config = getattr(state_dict, 'lipt_config', None)
         loaded = load_any({'params': dict(state_dict), 'config': config} if config else dict(state_dict))
         model, options = loaded.model, loaded.config
-        assumed = list(loaded.assumed)
-        if config is None and options['upscale'] == 1 and loaded.kind != 'official':  # the authors' have none
-            assumed.append('img_residual=False')
-        if assumed:
-            warnings.warn(f"LIPT: {', '.join(assumed)} assumed (not recorded in this state dict); to set it, write a "
-                          'fused checkpoint that records it (lipt convert IN OUT.safetensors --window-size N, or '
-                          'lipt_arch.save_model) and load that', stacklevel=2)
+        if loaded.assumed:
+            warnings.warn(f"LIPT: {', '.join(loaded.assumed)} assumed (not recorded in this state dict); to set it, "
+                          'write a fused checkpoint that records it (lipt convert IN OUT.safetensors --window-size N, '
+                          'or lipt_arch.save_model) and load that', stacklevel=2)
         preset = matching_preset(options)
         tags = [f'{options["num_feat"]}nf', f'{options["num_block"]}nb', f'w{options["window_size"]}']
         return ImageModelDescriptor(
