@@ -3,8 +3,9 @@
 The channels of the projected feature map split into two halves. Half 0 attends inside plain w x w windows. Half 1
 is first resampled so each w x w window gathers w x w samples spread over a 2w x 2w region (the sparse mask).
 Shift, wrap-around padding, sparse mask and window partition are all fixed permutations of the pixels, so each is
-one precomputed gather index (:func:`token_index`) applied to the (B, H*W, C) map: no boolean indexing, no padding
-copies. Queries double as keys (``softmax(q @ q^T)``, no 1/sqrt(d) scaling), as in the reference.
+one precomputed gather index (:func:`token_index`) applied to the map as (B*H*W, C) pixel rows
+(:func:`permute_rows`): no boolean indexing, no padding copies. Queries double as keys (``softmax(q @ q^T)``, no
+1/sqrt(d) scaling), as in the reference.
 """
 from __future__ import annotations
 
