@@ -47,19 +47,19 @@ def test_compiled_rep_convs_train_like_eager():
 
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='Inductor prepacks weights for oneDNN only')
-def test_optimize_compile_freezes_the_weights(monkeypatch):
+def test_optimize_compile_freezes_the_weights():
     """``optimize(compile=True)`` must really freeze: weights as constants, prepacked for oneDNN, ReLU and residual
     adds fused into the convs (``torch.compile(options={'freezing': True})`` alone silently does not)."""
     from torch._dynamo.utils import counters
 
     from lipt_arch import optimize
 
-    monkeypatch.setattr(torch._inductor.config, 'force_disable_caches', True)  # a cache hit counts no patterns
     torch.compiler.reset()
     counters.clear()
     fused = reparameterize(randomize_(LIPT(upscale=2, num_feat=8, num_block=2), seed=12))
     x = torch.rand(1, 3, 16, 24)
-    assert (optimize(fused, 'fp32', compile=True)(x) - fused(x)).abs().max().item() < 1e-4
+    with torch.compiler.config.patch(force_disable_caches=True):  # a cache hit counts no patterns
+        assert (optimize(fused, 'fp32', compile=True)(x) - fused(x)).abs().max().item() < 1e-4
     packed = counters['inductor']['mkldnn_conv_weight_pack_matcher_count']
     assert packed == 2 + 2 * 2 * 3 * 2  # head, tail and every HRM conv
     assert counters['inductor']['mkldnn_conv_binary_unary_fusion_matcher_count'] == 2 * 2 * 3  # residual adds
