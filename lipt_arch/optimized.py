@@ -3,9 +3,10 @@
 - fp32, bf16, fp16: the fused network (reparameterized if given in training form) in PyTorch, weights cast to the
   precision, channels-last convs; optionally ``torch.compile`` with Inductor freezing (weights become constants,
   oneDNN prepacks them and fuses conv + ReLU / add).
-- int8 (CPU): the fused network exported to ONNX and quantized statically with ONNX Runtime: every 3x3 (and 1x1)
-  conv of the body in int8 with per-channel weight scales and per-tensor activation scales calibrated on LR crops
-  of real images (:func:`calibration_inputs`); head and tail convs, attention and residual adds stay fp32. Chosen
+- int8 (CPU): the fused network, its channel ranges equalized (:mod:`lipt_arch.equalize`), exported to ONNX and
+  quantized statically with ONNX Runtime: every 3x3 (and 1x1) conv of the body in int8 with per-channel weight
+  scales and per-tensor activation scales calibrated on LR crops of real images (:func:`calibration_inputs`); head
+  and tail convs, attention and the residual stream with its adds stay fp32 (:func:`quantize_int8`). Chosen
   over torch.ao PT2E + Inductor and OpenVINO + NNCF by measurement (docs/inference.md): as fast or faster on an
   AVX2 CPU, no compilation wait, any image size, no new dependency, and the same file is what ``lipt export
   --dtype int8`` writes.
@@ -216,7 +217,7 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == 'Conv']
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=['Conv'], nodes_to_exclude=[convs[0], convs[-1]],
+                        op_types_to_quantize=['Conv', 'Relu'], nodes_to_exclude=[convs[0], convs[-1]],
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
         if not float_residual:
             return int8.read_bytes()

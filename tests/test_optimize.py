@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from collections import Counter
 from contextlib import nullcontext
 
 import cv2
@@ -14,7 +15,7 @@ import torch
 
 from lipt_arch import LIPT, OptimizedLIPT, optimize, reparameterize, save_model
 from lipt_arch.cli.lipt_cli import main
-from lipt_arch.optimized import calibration_inputs
+from lipt_arch.optimized import calibration_inputs, quantize_int8
 
 from .conftest import randomize_
 
@@ -170,6 +171,32 @@ def test_int8_model_has_int8_convs_and_fp32_head_and_tail(int8):
     assert convs[0].input[1] in inits and convs[-1].input[1] in inits  # fp32 weights
     scales = [inits[producers[c.input[1]].input[1]] for c in quantized]
     assert all(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)  # per output channel
+
+
+def test_int8_residual_stream_stays_float_and_convs_stay_int8(int8, net, calibration_folder, tmp_path):
+    import onnxruntime
+
+    def runtime_ops(model: bytes, name: str) -> Counter:
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / name)
+        onnxruntime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+        return Counter(n.op_type for n in onnx.load(str(tmp_path / name)).graph.node)
+
+    graph = onnx.load_from_string(int8.onnx_model).graph
+    producers = {out: n for n in graph.node for out in n.output}
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    adds = [n for n in graph.node if n.op_type == 'Add' and any(
+        producers.get(i) is not None and producers[i].op_type == 'DequantizeLinear' for i in n.input)]
+    assert len(adds) == 3 * 2  # the HRM residual adds of the 2 layers
+    for add in adds:  # each reads the float stream, plus at most a dequantized int8 conv output (the branch)
+        sources = [producers[producers[producers[i].input[0]].input[0]] if producers[i].op_type == 'DequantizeLinear'
+                   else None for i in add.input]
+        assert sum(s is None for s in sources) >= 1 and all(s is None or s.op_type == 'Conv' for s in sources)
+    ops = runtime_ops(int8.onnx_model, 'float_residual.onnx')
+    assert ops['QLinearConv'] == len(convs) - 2 and ops['QLinearAdd'] == 0  # every body conv runs in int8
+    inputs = calibration_inputs(calibration_folder, net.config, count=4, size=16)
+    rounded = quantize_int8(reparameterize(net), inputs, equalize=False, float_residual=False)
+    assert runtime_ops(rounded, 'rounded.onnx')['QLinearAdd'] > 0  # what the float residual avoids
 
 
 def test_int8_survives_deepcopy_and_pickle(int8):
