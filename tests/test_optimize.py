@@ -23,9 +23,10 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
 CONFIG = dict(upscale=2, num_feat=8, num_block=1, shared_depth=1)
-# PSNR against the fp32 fused model, measured on this net and these inputs (AVX2 CPU): int8 53.5-53.8 dB,
-# bf16 58.4-58.8 dB; the bounds leave about 8 dB for other CPUs and oneDNN / MLAS kernels.
-INT8_MIN_PSNR = 45.0
+# PSNR against the fp32 fused model, measured on this net and these inputs (AVX2 CPU): int8 61.9-62.4 dB
+# (53.5-53.8 dB before equalization and the float residual stream), bf16 58.4-58.8 dB; the bounds leave about
+# 8-12 dB for other CPUs and oneDNN / MLAS kernels.
+INT8_MIN_PSNR = 50.0
 BF16_MIN_PSNR = 50.0
 
 
