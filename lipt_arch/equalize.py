@@ -32,7 +32,8 @@ def channel_ranges(fused: nn.Module, inputs: Sequence[Tensor]) -> tuple[Tensor, 
     """Largest magnitude per channel over ``inputs`` ((1, C_in, h, w) in [0, 1]) of the residual stream, (C,), and
     of each HRM's inner tensor (the ReLU output; one (C * exp_ratio,) per HRM, in ``fused.modules()`` order)."""
     hrms = [m for m in fused.modules() if isinstance(m, HRM)]
-    readers = [m.conv0 for m in hrms] + [m.proj_in for m in fused.modules() if isinstance(m, NVSMAttention)]
+    # the attention's input is hooked on the module: its fused form applies proj_in's weights without calling it
+    readers = [m.conv0 for m in hrms] + [m for m in fused.modules() if isinstance(m, NVSMAttention)]
     stream = torch.zeros(fused.config['num_feat'])
     inner = [torch.zeros(m.conv1.in_channels) for m in hrms]
 

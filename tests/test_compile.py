@@ -61,5 +61,5 @@ def test_optimize_compile_freezes_the_weights():
     with torch.compiler.config.patch(force_disable_caches=True):  # a cache hit counts no patterns
         assert (optimize(fused, 'fp32', compile=True)(x) - fused(x)).abs().max().item() < 1e-4
     packed = counters['inductor']['mkldnn_conv_weight_pack_matcher_count']
-    assert packed == 2 + 2 * 2 * 3 * 2  # head, tail and every HRM conv
+    assert packed == 2 + 2 * 2 * (3 * 2 + 1)  # head, tail, every HRM conv and attention proj_in (1x1)
     assert counters['inductor']['mkldnn_conv_binary_unary_fusion_matcher_count'] == 2 * 2 * 3  # residual adds

@@ -191,8 +191,13 @@ class NVSMAttention(nn.Module):
         return self._project_out(y, plain, b, h, w), attn
 
     def _project_in(self, x: Tensor) -> Tensor:
-        """``proj_in`` (+ ``proj_bn``) of (B, C, H, W) as pixel rows (B*H*W, C_inner)."""
-        if isinstance(self.proj_bn, nn.BatchNorm2d):
+        """``proj_in`` (+ ``proj_bn``) of (B, C, H, W) as pixel rows (B*H*W, C_inner).
+
+        The fused form in eager mode runs it as one matmul on the rows (a 1x1 conv of 28 channels falls back to
+        PyTorch's slow path); compiled or exported it stays a 1x1 conv, which Inductor prepacks for oneDNN and ONNX
+        Runtime quantizes with the other convs."""
+        if (isinstance(self.proj_bn, nn.BatchNorm2d) or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting() or torch.jit.is_tracing()):
             t = self.proj_bn(self.proj_in(x))
             return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
         rows = x.permute(0, 2, 3, 1).reshape(-1, self.channels)  # a view when x is channels-last
