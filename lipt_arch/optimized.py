@@ -34,6 +34,7 @@ from .validation import PRECISIONS
 
 CALIBRATION_CROPS = 32  # LR crops used to calibrate the activation scales
 CALIBRATION_CROP_SIZE = 64  # LR pixels (a multiple of both window sizes)
+CALIBRATION_PERCENTILE = 99.99  # activation ranges: this percentile of |x| (min/max loses 0.1 dB more at x2)
 
 Calibration = str | os.PathLike | Sequence[Tensor]
 
@@ -156,10 +157,11 @@ def _check_compiler(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------------ int8
 def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count: int = CALIBRATION_CROPS,
                        size: int = CALIBRATION_CROP_SIZE, seed: int = 0) -> list[Tensor]:
-    """``count`` LR crops (1, C_in, h, w) in [0, 1] from the images of ``folder``, taken in turn: random
-    ``size * upscale`` HR crops (seeded; an image smaller than that is used whole, modcropped to the scale),
-    bicubic-downsampled (MATLAB-style, 8-bit rounded) as the model's training LR was, so h = w = ``size`` except for
-    small images. 1-channel models get the luma (BT.601)."""
+    """``count`` LR crops (1, C_in, h, w) in [0, 1] from the images of ``folder``, all of one size: random
+    ``size * upscale`` HR crops (seeded) taken in turn from the images at least that large (when none is, crops of
+    the smallest height and width among the images, modcropped to the scale), bicubic-downsampled (MATLAB-style,
+    8-bit rounded) as the model's training LR was, so h = w = ``size`` unless every image is smaller. 1-channel
+    models get the luma (BT.601). One size because the percentile calibration pools same-shaped activations."""
     from .data.sr_pairs import bicubic_downsample, list_images, read_rgb_uint8
 
     scale, channels = config['upscale'], config['num_in_ch']
@@ -169,11 +171,13 @@ def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count:
         images = [read_rgb_uint8(p) for p in list_images(folder)]
     except (FileNotFoundError, OSError) as err:
         raise ValueError(f'calibration: {err}') from None
+    large = [img for img in images if min(img.shape[:2]) >= size * scale]
+    images = large or images
+    crop_h, crop_w = (min(min(img.shape[axis] for img in images), size * scale) // scale * scale for axis in (0, 1))
     rng = random.Random(seed)
     crops = []
     for i in range(count):
         img = images[i % len(images)]
-        crop_h, crop_w = (min(size * scale, side) // scale * scale for side in img.shape[:2])
         if min(crop_h, crop_w) == 0:
             raise ValueError(f'calibration: an image in {folder} is smaller than the scale {scale}')
         top, left = rng.randrange(img.shape[0] - crop_h + 1), rng.randrange(img.shape[1] - crop_w + 1)
@@ -190,7 +194,9 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
     """The fused LIPT as an int8 ONNX model (QDQ format, bytes), calibrated on ``calibration`` (LR tensors in [0, 1]).
 
     Convs of the body: int8 weights (per output channel, symmetric, 7-bit range) and uint8 activations (per tensor,
-    min/max over the calibration inputs); the head and tail convs, the attention and everything else stay fp32.
+    range: the ``CALIBRATION_PERCENTILE`` percentile of the magnitudes over the calibration inputs, which are cut to
+    their common smallest height and width first); the head and tail convs, the attention and everything else
+    stay fp32.
     The 7-bit weight range (``reduce_range``) keeps the u8 x s8 pair products of CPUs without VNNI (AVX2, plain
     AVX-512: ``vpmaddubsw``) from saturating 16 bits; measured on AVX2 it loses less PSNR than the full range.
 
@@ -198,11 +204,17 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
     calibration inputs (:func:`lipt_arch.equalize.equalize`, exact in float). ``float_residual``: the residual
     stream stays float32 (the adds read the float tensors; only the convs' inputs are quantized) instead of being
     re-rounded to uint8 after every add (ONNX Runtime's ``QLinearAdd``). Shipped LIPT-Tiny x4, Set5: -0.24 dB
-    without both, -0.02 dB with both (docs/precision.md); the float adds cost a few percent of speed.
+    without both, -0.02 dB with both (docs/precision.md); the float adds cost 5-15 % of the int8 speed.
     """
     try:
         import onnx
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as err:
         raise ValueError(f'int8 needs onnx and onnxruntime (pip install onnx onnxscript onnxruntime): {err}') from None
@@ -214,9 +226,12 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
     if equalize:
         fused = equalized(fused, calibration)
 
+    height, width = (min(t.shape[axis] for t in calibration) for axis in (2, 3))
+    calibration = [t[:, :, :height, :width].detach().float().cpu() for t in calibration]
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{'image': t.detach().float().cpu().numpy()} for t in calibration])
+            self.items = iter([{'image': t.numpy()} for t in calibration])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -228,7 +243,9 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
         convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == 'Conv']
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         op_types_to_quantize=['Conv', 'Relu'], nodes_to_exclude=[convs[0], convs[-1]],
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                        calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={'CalibPercentile': CALIBRATION_PERCENTILE})
         if not float_residual:
             return int8.read_bytes()
         quantized = onnx.load(str(int8))

@@ -23,7 +23,7 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
 CONFIG = dict(upscale=2, num_feat=8, num_block=1, shared_depth=1)
-# PSNR against the fp32 fused model, measured on this net and these inputs (AVX2 CPU): int8 61.9-62.4 dB
+# PSNR against the fp32 fused model, measured on this net and these inputs (AVX2 CPU): int8 61.9-62.4 dB (min/max)
 # (53.5-53.8 dB before equalization and the float residual stream), bf16 58.4-58.8 dB; the bounds leave about
 # 8-12 dB for other CPUs and oneDNN / MLAS kernels.
 INT8_MIN_PSNR = 50.0
@@ -202,8 +202,9 @@ def test_int8_residual_stream_stays_float_and_convs_stay_int8(int8, net, calibra
 
 @pytest.mark.timeout(600)
 def test_int8_of_the_shipped_model_stays_close_to_fp32():
-    """The shipped LIPT-Tiny x4 calibrated on T91, on LR crops of other training images: int8 output within about
-    50 dB PSNR of fp32 (measured 50.3-52.2 dB); without equalization and the float residual stream 40.2-40.7 dB."""
+    """The shipped LIPT-Tiny x4 calibrated on T91, on LR crops of other training images: int8 output at least 47 dB
+    PSNR from fp32 (50.3-52.2 dB measured with min/max ranges); without equalization and the float residual stream
+    40.2-40.7 dB."""
     from lipt_arch.optimized import _ort_session
     from lipt_arch.zoo import load_pretrained
 
