@@ -13,7 +13,8 @@ PACKAGE = REPO / 'lipt_arch'
 LAYERS = [
     ('lipt_arch.errors', 'lipt_arch.registration', 'lipt_arch.bundled_options'),
     ('lipt_arch.archs', 'lipt_arch.image_io', 'lipt_arch.visualization'),
-    ('lipt_arch.checkpoints', 'lipt_arch.validation', 'lipt_arch.inference', 'lipt_arch.export', 'lipt_arch.metrics'),
+    ('lipt_arch.checkpoints', 'lipt_arch.validation', 'lipt_arch.inference', 'lipt_arch.export', 'lipt_arch.metrics',
+     'lipt_arch.equalize'),
     ('lipt_arch.data', 'lipt_arch.basicsr_support'),
     ('lipt_arch.zoo', 'lipt_arch.integrations', 'lipt_arch.optimized'),  # pretrained models, spandrel, fast forms
     ('lipt_arch.models',),
