@@ -17,7 +17,6 @@ import contextlib
 import copy
 import os
 import random
-import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .archs import reparameterize
+from .archs.hrm import has_cpp_compiler
 from .inference import resolve_device, resolve_dtype
 from .validation import PRECISIONS
 
@@ -150,7 +150,7 @@ def _is_path(value: object) -> bool:
 
 
 def _check_compiler(device: torch.device) -> None:
-    if device.type == 'cpu' and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
+    if device.type == 'cpu' and not has_cpp_compiler():
         raise ValueError('compile on a CPU needs a C++ compiler (g++, c++ or clang++) on PATH')
 
 
@@ -174,12 +174,12 @@ def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count:
     large = [img for img in images if min(img.shape[:2]) >= size * scale]
     images = large or images
     crop_h, crop_w = (min(min(img.shape[axis] for img in images), size * scale) // scale * scale for axis in (0, 1))
+    if min(crop_h, crop_w) == 0:
+        raise ValueError(f'calibration: an image in {folder} is smaller than the scale {scale}')
     rng = random.Random(seed)
     crops = []
     for i in range(count):
         img = images[i % len(images)]
-        if min(crop_h, crop_w) == 0:
-            raise ValueError(f'calibration: an image in {folder} is smaller than the scale {scale}')
         top, left = rng.randrange(img.shape[0] - crop_h + 1), rng.randrange(img.shape[1] - crop_w + 1)
         hr = img[top:top + crop_h, left:left + crop_w].astype(np.float32) / 255.0
         lr = bicubic_downsample(hr, scale) if scale > 1 else hr

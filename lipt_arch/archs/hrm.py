@@ -158,11 +158,16 @@ def compile_rep_convs(net: nn.Module, **options: Any) -> int:
     return len(blocks)
 
 
+def has_cpp_compiler() -> bool:
+    """Whether a C++ compiler (g++, c++ or clang++) is on PATH, as ``torch.compile`` needs on a CPU."""
+    return any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++'))
+
+
 def check_cpu_compiler(net: nn.Module, what: str) -> None:
     """Raise ``RuntimeError`` ('<what> on a CPU needs a C++ compiler ...') when ``net`` has parameters on a CPU and no
     C++ compiler is on PATH: ``torch.compile`` builds C++ kernels for the CPU."""
     on_cpu = any(p.device.type == 'cpu' for p in net.parameters())
-    if on_cpu and not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++')):
+    if on_cpu and not has_cpp_compiler():
         raise RuntimeError(f'{what} on a CPU needs a C++ compiler (g++, c++ or clang++) on PATH; install one or turn '
                            'the compilation off')
 

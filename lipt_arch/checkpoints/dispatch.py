@@ -39,6 +39,11 @@ class LoadedModel:
     def config(self) -> dict[str, Any]:
         return self.model.config
 
+    @property
+    def assumed_options(self) -> set[str]:
+        """Names of the options in ``assumed`` (its entries are ``name=value``)."""
+        return {entry.split('=', 1)[0] for entry in self.assumed}
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable scalars (BatchNorm running statistics excluded)."""

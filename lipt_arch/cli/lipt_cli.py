@@ -148,8 +148,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     args.model = _model_path(args.model, args.scale)
     loaded = load_any(args.model, args.scale, args.window_size)
     if loaded.assumed:
-        how = ['--window-size sets the window'] if any(a.startswith('window_size') for a in loaded.assumed) else []
-        if any(a.startswith('img_residual') for a in loaded.assumed):
+        how = ['--window-size sets the window'] if 'window_size' in loaded.assumed_options else []
+        if 'img_residual' in loaded.assumed_options:
             how.append("img_residual is read from the BasicSR experiment's option file when the checkpoint is still "
                        'in its experiments/<name>/models/ folder')
         _note(f"warning: {', '.join(loaded.assumed)} assumed ({KINDS[loaded.kind]} does not record it; "
@@ -319,8 +319,7 @@ def _info(args: argparse.Namespace) -> int:
     loaded = _load(args)
     config = loaded.config
     preset = matching_preset(config)
-    window_note = (' (assumed: not recorded in the file)'
-                   if any(a.startswith('window_size') for a in loaded.assumed) else '')
+    window_note = ' (assumed: not recorded in the file)' if 'window_size' in loaded.assumed_options else ''
     fused = 'yes' if loaded.stored_fused else 'no (training form; fused on load)'
     rows = [
         ('file', args.model), ('kind', KINDS[loaded.kind]),
