@@ -4,10 +4,11 @@
     python benchmarks/latency.py --device cuda        # the same table on a GPU (fp32, fp16 and bf16)
 
 Rows: our fused LIPT in fp32 and bf16 (fp16 and bf16 on CUDA), with ``--compile`` also under ``torch.compile`` (Inductor
-freezing); the authors' structure restated in benchmarks/reference_structure.py (training form, and the form after
-their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs alone); peers
-(BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with random weights
-on the same input and threads. All rows take turns (one run each per round), so machine drift hits them alike.
+freezing, as are SAFMN and SPAN); the authors' structure restated in benchmarks/reference_structure.py (training form,
+and the form after their conversion), so ratios come from one run; the conv-bound floor (the fused network's 3x3 convs
+alone); peers (BasicSR's SwinIR, and SAFMN, SPAN, OmniSR from spandrel, an optional benchmark-only dependency) with
+random weights on the same input and threads. All rows take turns (one run each per round), so machine drift hits them
+alike; the goals are the medians of per-round ratios, with their range.
 ``--train`` adds the training step (ours eager, compiled, in bf16 AMP (fp16 too on CUDA), the authors' structure); on
 CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it out with ``--no-memory``). Writes the
 table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
@@ -37,6 +38,7 @@ from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch import LIPT, OptimizedLIPT, optimize, preset_config, reparameterize  # noqa: E402
 from lipt_arch.models import training_speed  # noqa: E402
 from lipt_arch.models.training_speed import SpeedOptions  # noqa: E402
+from lipt_arch.optimized import inductor_freezing  # noqa: E402
 
 # x4 Urban100 PSNR from the paper's table (LIPT_SPEC.md section 5), for the plot.
 PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}
@@ -78,6 +80,21 @@ def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
     return found
 
 
+PEERS_COMPILED = ('SAFMN', 'SPAN')  # with --compile also timed under torch.compile: LIPT-Tiny's compiled peers
+
+
+class Compiled(nn.Module):
+    """``torch.compile`` of a peer with Inductor freezing: the compilation ``optimize(compile=True)`` gives LIPT."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.compiled = torch.compile(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with inductor_freezing():
+            return self.compiled(x)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -87,11 +104,12 @@ CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
 clock = time.perf_counter
 
 
-def median_times(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-                 warmups: int = 1) -> dict[str, float]:
-    """Median time of each of ``runs`` (wall clock, or process CPU time with ``--clock cpu``): after ``warmups``
-    calls each, the runs take turns, one call each per round, for ``repeats`` rounds, so a slow spell of the machine
-    hits them alike. CPU time is the steadier measure on a shared machine (use it with ``--threads 1``)."""
+def round_times(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                warmups: int = 1) -> dict[str, list[float]]:
+    """Times of each of ``runs``, one per round (wall clock, or process CPU time with ``--clock cpu``): after
+    ``warmups`` calls each, the runs take turns, one call each per round, for ``repeats`` rounds, so a slow spell of
+    the machine hits them alike and two runs' times of one round form a pair (:func:`paired_ratio`). CPU time is the
+    steadier measure on a shared machine (use it with ``--threads 1``)."""
     for fn in runs.values():
         for _ in range(warmups):
             fn()
@@ -103,7 +121,19 @@ def median_times(runs: dict[str, Callable[[], object]], device: torch.device, re
             fn()
             synchronize(device)
             times[key].append(clock() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return times
+
+
+def paired_ratio(slow: dict, fast: dict) -> tuple[float, float, float]:
+    """How many times faster row ``fast`` is than row ``slow``: the median over the rounds of the per-round ratio,
+    and its lowest and highest (rows with ``rounds``, :func:`round_times`; the medians' ratio, thrice, otherwise).
+    This VM's speed drifts 10-20 % between minutes; a ratio within one round is steadier than one of medians."""
+    pairs = list(zip(slow.get('rounds', ()), fast.get('rounds', ())))
+    if len(pairs) < 2 or len(slow['rounds']) != len(fast['rounds']):
+        ratio = slow['seconds'] / fast['seconds']
+        return ratio, ratio, ratio
+    ratios = [a / b for a, b in pairs]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def count_macs(net: nn.Module, x: torch.Tensor) -> float:
@@ -133,12 +163,13 @@ def inference_entry(name: str, net: nn.Module, x: torch.Tensor, dtype: str = 'fp
 
 
 def time_rows(entries: list[dict], device: torch.device, repeats: int) -> list[dict]:
-    """Time every entry's ``run`` (taking turns, :func:`median_times`); rows with ``seconds`` instead of ``run``."""
-    seconds = median_times({i: e['run'] for i, e in enumerate(entries)}, device, repeats)
+    """Time every entry's ``run`` (taking turns, :func:`round_times`); rows with ``seconds`` (the median) and
+    ``rounds`` (the time of each round) instead of ``run``."""
+    times = round_times({i: e['run'] for i, e in enumerate(entries)}, device, repeats)
     rows = []
     for i, entry in enumerate(entries):
         row = {k: v for k, v in entry.items() if k != 'run'}
-        row['seconds'] = seconds[i]
+        row['seconds'], row['rounds'] = statistics.median(times[i]), times[i]
         print(f"{row['name']:52s} {row['dtype']:5s} {row['params'] / 1e6:6.3f} M  {row['seconds']:8.3f} s", flush=True)
         rows.append(row)
     return rows
@@ -243,9 +274,10 @@ def training_rows(device: torch.device, repeats: int, batch: int = 16, patch: in
     rows = []
     for preset in ('tiny', 'small'):
         steps = {label: _train_step(preset, speed, device, batch, patch) for label, speed in variants.items()}
-        for label, seconds in median_times(steps, device, repeats, warmups=2).items():  # 1st step compiles
+        for label, times in round_times(steps, device, repeats, warmups=2).items():  # 1st step compiles
+            seconds = statistics.median(times)
             print(f'train step LIPT-{preset} ({label}): {seconds:.3f} s', flush=True)
-            rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds))
+            rows.append(dict(name=f'LIPT-{preset.capitalize()} train step ({label})', seconds=seconds, rounds=times))
     return rows
 
 
@@ -321,23 +353,25 @@ def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argp
 
 def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]]:
     """The issue's latency goals as measured ratios (a goal whose rows are missing is left out), and the most that
-    the conv-bound floor allows."""
-    t = {(r['name'], r['dtype']): r['seconds'] for r in rows}
+    the conv-bound floor allows. Each ratio is :func:`paired_ratio`'s median over the rounds; with more than one
+    round its range follows in brackets, and the verdict is the median's."""
+    t = {(r['name'], r['dtype']): r for r in rows}
     small, tiny = ('LIPT-Small fused (ours)', 'fp32'), ('LIPT-Tiny fused (ours)', 'fp32')
+    tiny_compiled = ('LIPT-Tiny fused + torch.compile (ours)', 'fp32')
     converted = ("LIPT-Small converted (authors' structure)", 'fp32')
     floor = ('LIPT-Small: its 3x3 convs alone (conv-bound floor)', 'fp32')
     floor_bf16 = ('LIPT-Small: its 3x3 convs alone (conv-bound floor)', 'bf16')
     compiled = ('LIPT-Small fused + torch.compile (ours)', 'fp32')
     checks = [
         ("LIPT-Small fp32 vs authors' converted", converted, small, 1.6),
-        ("LIPT-Small fp32 + torch.compile vs authors' converted", converted, compiled, 1.6),
+        ("LIPT-Small fp32 + torch.compile vs authors' converted", converted, compiled, 1.8),
         ("LIPT-Small fp32 3x3 convs alone vs authors' converted (upper bound)", converted, floor, 1.6),
         ('LIPT-Small fp32 vs SwinIR-light', ('SwinIR-light', 'fp32'), small, 5.0),
         ('LIPT-Small fp32 + torch.compile vs SwinIR-light', ('SwinIR-light', 'fp32'), compiled, 5.0),
         ('LIPT-Small fp32 3x3 convs alone vs SwinIR-light (upper bound)', ('SwinIR-light', 'fp32'), floor, 5.0),
-        ('LIPT-Tiny fp32 vs SAFMN (>= 1 means no slower)', ('SAFMN', 'fp32'), tiny, 1.0),
-        ('LIPT-Tiny fp32 + torch.compile vs SAFMN', ('SAFMN', 'fp32'), ('LIPT-Tiny fused + torch.compile (ours)',
-                                                                         'fp32'), 1.0),
+        *[(f'LIPT-Tiny fp32 vs {peer} (>= 1 means no slower)', (peer, 'fp32'), tiny, 1.0) for peer in PEERS_COMPILED],
+        *[(f'LIPT-Tiny fp32 + torch.compile vs {peer} + torch.compile', (f'{peer} + torch.compile', 'fp32'),
+           tiny_compiled, 1.0) for peer in PEERS_COMPILED],
         ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
         ("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16, 4.0),
         ('LIPT-Small int8 vs ours bf16 (issue 11: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),
@@ -346,29 +380,34 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
     out = []
     for text, slow, fast, goal in checks:
         if slow in t and fast in t:
-            ratio = t[slow] / t[fast]
+            ratio, low, high = paired_ratio(t[slow], t[fast])
             if 'upper bound' in text:
                 verdict = 'reachable in principle' if ratio >= goal else 'out of reach on this machine'
             else:
                 verdict = 'met' if ratio >= goal else 'not met'
-            out.append((text, f'{ratio:.2f}x / {goal:.1f}x ({verdict})'))
-    steps = {r['name']: r['seconds'] for r in train}
+            out.append((text, f'{_ratio_text(ratio, low, high)} / {goal:.1f}x ({verdict})'))
+    steps = {r['name']: r for r in train}
     for preset in ('Tiny', 'Small'):
         ref = steps.get(f"LIPT-{preset} train step (authors' structure)")
         for variant, speed in {**TRAIN_VARIANTS, **CUDA_TRAIN_VARIANTS}.items():
             ours = steps.get(f'LIPT-{preset} train step ({variant})')
             if not (ref and ours and speed):
                 continue
-            ratio = ref / ours
+            ratio, low, high = paired_ratio(ref, ours)
+            measured = _ratio_text(ratio, low, high)
             if speed.amp is None:
                 out.append((f"LIPT-{preset} training step, {variant} vs authors' structure",
-                            f"{ratio:.2f}x / 1.5x ({'met' if ratio >= 1.5 else 'not met'})"))
+                            f"{measured} / 1.5x ({'met' if ratio >= 1.5 else 'not met'})"))
             else:
                 amx, avx512 = AMP_TRAIN_GOALS
                 out.append((f"LIPT-{preset} training step, {variant} vs authors' structure fp32",
-                            f'{ratio:.2f}x / {amx:.1f}x on AMX CPUs, {avx512:.1f}x on AVX512-BF16 CPUs '
+                            f'{measured} / {amx:.1f}x on AMX CPUs, {avx512:.1f}x on AVX512-BF16 CPUs '
                             f"({'met' if ratio >= amx else 'AVX512-BF16 goal met' if ratio >= avx512 else 'not met'})"))
     return out
+
+
+def _ratio_text(ratio: float, low: float, high: float) -> str:
+    return f'{ratio:.2f}x' + (f' [rounds {low:.2f}-{high:.2f}x]' if high > low else '')
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -412,7 +451,8 @@ def main() -> None:
                         help='reduced precision rows (inference and AMP training); auto: fp16 and bf16 on CUDA, bf16 '
                              'on CPUs with AVX512-BF16 or AMX, none on CPUs that only emulate bf16')
     parser.add_argument('--no-peers', action='store_true')
-    parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fused models')
+    parser.add_argument('--compile', action='store_true',
+                        help=f"also time torch.compile of the fused models and of {', '.join(PEERS_COMPILED)}")
     parser.add_argument('--train', action='store_true', help='also time the training step')
     parser.add_argument('--calibration', type=Path, default=shared_root() / 'datasets' / 'train' / 'T91',
                         help='training images calibrating the int8 rows (default: T91 under $LIPT_SHARED or ../shared)')
@@ -436,8 +476,11 @@ def main() -> None:
         print(f'{calibration}: no such folder: int8 rows left out (pass --calibration)', file=sys.stderr)
         calibration = None
     entries = lipt_entries(x, args.scale, low, args.compile, calibration)
-    if not args.no_peers:
-        entries += [inference_entry(name, build().to(device).eval(), x) for name, build in peers(args.scale).items()]
+    for name, build in ({} if args.no_peers else peers(args.scale)).items():
+        net = build().to(device).eval()
+        entries.append(inference_entry(name, net, x))
+        if args.compile and name in PEERS_COMPILED:
+            entries.append(inference_entry(f'{name} + torch.compile', Compiled(net), x, macs=False))
     rows = time_rows(entries, device, args.repeats)
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats, lows=low) if args.train else []

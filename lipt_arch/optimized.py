@@ -61,7 +61,7 @@ class OptimizedLIPT(nn.Module):
         if self._session is not None:
             out = self._session.run(None, {'image': x.detach().float().cpu().numpy()})[0]
             return torch.from_numpy(out).to(x.device)
-        with torch.no_grad(), _inductor_freezing(self.compiled):
+        with torch.no_grad(), inductor_freezing() if self.compiled else contextlib.nullcontext():
             return self.net(x.to(self.device, self.dtype)).float().to(x.device)
 
     def save_onnx(self, path: str | os.PathLike) -> None:
@@ -131,18 +131,18 @@ def optimize(model: nn.Module, dtype: str = 'fp32', device: str | torch.device =
     net = fused.to(target, compute).to(memory_format=torch.channels_last).eval()
     if compile:
         _check_compiler(target)
-        net = torch.compile(net)  # frozen when called: OptimizedLIPT.forward, _inductor_freezing
+        net = torch.compile(net)  # frozen when called: OptimizedLIPT.forward, inductor_freezing
     return OptimizedLIPT(fused.config, dtype if compute != torch.float32 else 'fp32', target, compute, net=net,
                          compiled=compile)
 
 
-def _inductor_freezing(compiled: bool) -> contextlib.AbstractContextManager:
-    """Inductor freezing for the calls of a compiled network: weights become constants, oneDNN prepacks them and
-    fuses bias, ReLU and residual adds into the convs. Dynamo decides whether parameters are graph inputs when it
-    traces (each new image size may retrace), from the global Inductor config, so the setting must be active during
-    the call itself: ``torch.compile(net, options={'freezing': True})`` alone leaves the weights as inputs and
-    nothing is frozen (torch 2.14)."""
-    return torch._inductor.config.patch(freezing=True) if compiled else contextlib.nullcontext()
+def inductor_freezing() -> contextlib.AbstractContextManager:
+    """Inductor freezing for the calls of a compiled network (any ``torch.compile``-d module): weights become constants,
+    oneDNN prepacks them and fuses bias, ReLU and residual adds into the convs. Dynamo decides whether parameters are
+    graph inputs when it traces (each new image size may retrace), from the global Inductor config, so the setting must
+    be active during the call itself: ``torch.compile(net, options={'freezing': True})`` alone leaves the weights as
+    inputs and nothing is frozen (torch 2.14)."""
+    return torch._inductor.config.patch(freezing=True)
 
 
 def _is_path(value: object) -> bool:

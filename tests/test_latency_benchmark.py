@@ -105,3 +105,20 @@ def test_amp_training_step_runs_and_trains():
     step = latency._train_step('tiny', speed, torch.device('cpu'), batch=1, patch=16)
     losses = [float(step()) for _ in range(2)]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[0] != losses[1]
+
+
+def test_goal_ratios_are_medians_of_per_round_ratios():
+    """Rows that took turns pair up by round: the goal is the median of the per-round ratios (here 1.25x, where the
+    ratio of the medians would be 0.91x), with their range."""
+    rows = [dict(name='SAFMN', dtype='fp32', seconds=1.0, rounds=[1.0, 2.0, 1.0]),
+            dict(name='LIPT-Tiny fused (ours)', dtype='fp32', seconds=1.1, rounds=[1.1, 1.6, 0.8])]
+    goals = dict(latency.goal_lines(rows))
+    assert goals == {'LIPT-Tiny fp32 vs SAFMN (>= 1 means no slower)': '1.25x [rounds 0.91-1.25x] / 1.0x (met)'}
+
+
+def test_compiled_peer_row_equals_the_eager_peer():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(latency.Compiled(net)(x), net(x), atol=1e-5)

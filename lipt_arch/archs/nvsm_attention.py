@@ -30,6 +30,13 @@ def sparse_offsets(window_size: int) -> list[int]:
     return [2 * k for k in range(half)] + [window_size + 2 * k + 1 for k in range(half)]
 
 
+def traced() -> bool:
+    """Whether this forward is being traced (``torch.compile``, ``torch.export`` / ONNX export, TorchScript tracing)
+    rather than run op by op: eager-only shortcuts (cached indices, in-place buffers, custom autograd) then step aside.
+    """
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def size_tensor(n: int, device: torch.device) -> Tensor:
     """A (possibly symbolic, while exporting) size as a 0-d int64 tensor, so index arithmetic stays in the graph."""
     return torch.full((), n, dtype=torch.int64, device=device)
@@ -84,8 +91,7 @@ def token_index(height: int, width: int, window_size: int, shift: int = 0, spars
     plain inverse. Cached per size and device in eager mode; built from tensor ops, so sizes stay symbolic under
     ``torch.compile`` and ONNX export.
     """
-    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    compute = _compute_token_index if tracing else _cached_token_index
+    compute = _compute_token_index if traced() else _cached_token_index
     return compute(height, width, window_size, shift, sparse, batch, torch.device(device))
 
 
@@ -105,7 +111,7 @@ def permute_rows(rows: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
     """``rows.index_select(0, index)`` for a permutation ``index`` (N,) of the rows of ``rows`` (N, K), with
     ``inverse`` its inverse permutation: the gradient is the gather by ``inverse`` (not a scatter-add into zeros).
     Output (N, K), contiguous."""
-    if torch.is_grad_enabled() and rows.requires_grad and not torch.compiler.is_compiling():
+    if torch.is_grad_enabled() and rows.requires_grad and not traced():
         return _PermuteRows.apply(rows, index, inverse)
     return rows.index_select(0, index)
 
@@ -131,7 +137,12 @@ def qq_softmax(q: Tensor) -> Tensor:
     if torch.is_autocast_enabled(q.device.type):
         with torch.autocast(q.device.type, enabled=False):
             return qq_softmax(q.float())
-    return torch.softmax(q @ q.transpose(-2, -1), dim=-1)
+    logits = q @ q.transpose(-2, -1)
+    if traced() or (torch.is_grad_enabled() and q.requires_grad):
+        return torch.softmax(logits, dim=-1)
+    # eager inference: normalise the logits in place, so no second (N, T, T) buffer is allocated (the maps are the
+    # largest tensors of the network: 15 MB per half for a 184x320 input)
+    return torch.ops.aten._softmax.out(logits, -1, False, out=logits)
 
 
 class NVSMAttention(nn.Module):
@@ -196,8 +207,7 @@ class NVSMAttention(nn.Module):
         The fused form in eager mode runs it as one matmul on the rows (a 1x1 conv of 28 channels falls back to
         PyTorch's slow path); compiled or exported it stays a 1x1 conv, which Inductor prepacks for oneDNN and ONNX
         Runtime quantizes with the other convs."""
-        if (isinstance(self.proj_bn, nn.BatchNorm2d) or torch.compiler.is_compiling()
-                or torch.compiler.is_exporting() or torch.jit.is_tracing()):
+        if isinstance(self.proj_bn, nn.BatchNorm2d) or traced():
             t = self.proj_bn(self.proj_in(x))
             return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
         rows = x.permute(0, 2, 3, 1).reshape(-1, self.channels)  # a view when x is channels-last
