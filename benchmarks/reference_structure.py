@@ -90,7 +90,8 @@ class ReferenceAttention(nn.Module):
         tokens = regions[..., self.mask]  # (B, c, nh, nw, w*w)
         return tokens.permute(0, 2, 3, 4, 1).reshape(-1, w * w, x.shape[1])
 
-    def forward(self, x: Tensor, attn: tuple | None = None) -> tuple[Tensor, tuple]:
+    def forward(self, x: Tensor, attn: tuple | None = None, indices: object = None) -> tuple[Tensor, tuple]:
+        """``indices`` (NVSMAttention's gather indices) is unused: the reference rolls, pads and unfolds."""
         a = self.attn
         b, c, h, wd = x.shape
         w, s = a.window_size, (a.window_size // 2 if a.shift else 0)

@@ -61,8 +61,12 @@ class OptimizedLIPT(nn.Module):
         if self._session is not None:
             out = self._session.run(None, {'image': x.detach().float().cpu().numpy()})[0]
             return torch.from_numpy(out).to(x.device)
-        with torch.no_grad(), inductor_freezing() if self.compiled else contextlib.nullcontext():
-            return self.net(x.to(self.device, self.dtype)).float().to(x.device)
+        x_in = x.to(self.device, self.dtype)
+        if not self.compiled:
+            with torch.no_grad():
+                return self.net(x_in).float().to(x.device)
+        with torch.no_grad(), inductor_freezing():  # the attention indices as graph inputs: LIPT.window_indices
+            return self.net(x_in, self.net.window_indices(x_in)).float().to(x.device)
 
     def save_onnx(self, path: str | os.PathLike) -> None:
         """Write the int8 form's ONNX model (QDQ: QuantizeLinear / DequantizeLinear around int8 convs)."""

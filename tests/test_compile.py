@@ -63,3 +63,29 @@ def test_optimize_compile_freezes_the_weights():
     packed = counters['inductor']['mkldnn_conv_weight_pack_matcher_count']
     assert packed == 2 + 2 * 2 * (3 * 2 + 1)  # head, tail, every HRM conv and attention proj_in (1x1)
     assert counters['inductor']['mkldnn_conv_binary_unary_fusion_matcher_count'] == 2 * 2 * 3  # residual adds
+
+
+def test_optimize_compile_takes_the_attention_indices_as_graph_inputs(monkeypatch):
+    """``optimize(compile=True)`` passes ``LIPT.window_indices`` in, so the traced graph holds no index arithmetic
+    (``token_index``'s scatter), which Inductor would otherwise redo inside every gather; a plain compile of a LIPT
+    still builds them in the graph. Both give the eager result."""
+    from lipt_arch import optimize
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append({str(node.target) for node in gm.graph.nodes})
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda net: compile_(net, backend=record))
+    fused = reparameterize(randomize_(LIPT(upscale=2, num_feat=8, num_block=2), seed=13))
+    x = torch.rand(1, 3, 19, 27)
+    with torch.no_grad():
+        expected = fused(x)
+        assert (optimize(fused, 'fp32', compile=True)(x) - expected).abs().max().item() < 1e-4
+        assert len(graphs) == 1 and not any('scatter' in target for target in graphs[0])
+        assert torch.equal(fused(x, fused.window_indices(x)), expected)
+        plain = torch.compile(fused)
+        assert (plain(x) - expected).abs().max().item() < 1e-4
+    assert len(graphs) == 2 and any('scatter' in target for target in graphs[1])

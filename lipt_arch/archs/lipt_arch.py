@@ -13,7 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .hrm import HRM
-from .nvsm_attention import Attention, NVSMAttention, size_tensor
+from .nvsm_attention import Attention, NVSMAttention, WindowIndices, size_tensor, window_indices
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 WINDOW_SIZES = (8, 16)
@@ -65,10 +65,11 @@ class LIPTLayer(nn.Module):
         self.attn = NVSMAttention(num_feat, window_size, shift, calc_attn, deploy, keep_maps)
         self.hrm_b = HRM(num_feat, exp_ratio, deploy)
 
-    def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention | None]:
+    def forward(self, x: Tensor, attn: Attention | None = None,
+                indices: WindowIndices | None = None) -> tuple[Tensor, Attention | None]:
         x = self.hrm_a(x) + x
         x = self.hrm_c(x) + x
-        y, attn = self.attn(x, attn)
+        y, attn = self.attn(x, attn, indices)
         x = y + x
         return self.hrm_b(x) + x, attn
 
@@ -84,10 +85,10 @@ class LIPTBlock(nn.Module):
                       keep_maps=shared_depth > 0)
             for j in range(1 + shared_depth))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, indices: WindowIndices | None = None) -> Tensor:
         attn = None
         for layer in self.layers:
-            x, attn = layer(x, attn)
+            x, attn = layer(x, attn, indices)
         return x
 
 
@@ -147,22 +148,35 @@ class LIPT(nn.Module):
 
     channels_last = True  # run the convs on channels-last tensors (faster; the attention works on (B, H*W, C))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, indices: WindowIndices | None = None) -> Tensor:
+        """``indices``: :meth:`window_indices` of ``x`` (looked up when not given; a compiled network is faster when
+        they come in as inputs)."""
         if x.dim() != 4 or x.shape[1] != self.head.in_channels:
             raise ValueError(f'LIPT expects a (B, {self.head.in_channels}, H, W) tensor, got {tuple(x.shape)}')
         height, width = x.shape[-2:]
         x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
+        if indices is None:
+            indices = window_indices(x.shape[2], x.shape[3], self.window_size, x.shape[0], x.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feat = self.head(x)
         res = feat
         for block in self.body:
-            res = block(res)
+            res = block(res, indices)
         out = self.upsample(self.tail(res + feat))
         if self.img_residual:
             out = out + x
         out = (out + self.mean_out * self.img_range) / self.img_range
         return out[:, :, :height * self.upscale, :width * self.upscale]
+
+
+    def window_indices(self, x: Tensor) -> WindowIndices:
+        """The attention indices ``forward(x)`` uses (:func:`~lipt_arch.archs.nvsm_attention.window_indices` of the
+        padded size of ``x``, (B, C, H, W)), computed eagerly and cached: passed to a ``torch.compile``-d LIPT as
+        ``indices`` they enter its graph as inputs instead of being recomputed inside its gather kernels."""
+        pad = self.window_size
+        height, width = (-(-int(n) // pad) * pad for n in x.shape[-2:])
+        return window_indices(height, width, pad, int(x.shape[0]), x.device)
 
 
 @torch.no_grad()

@@ -32,7 +32,8 @@ def sparse_offsets(window_size: int) -> list[int]:
 
 def traced() -> bool:
     """Whether this forward is being traced (``torch.compile``, ``torch.export`` / ONNX export, TorchScript tracing)
-    rather than run op by op: eager-only shortcuts (cached indices, in-place buffers, custom autograd) then step aside.
+    rather than run op by op: eager-only shortcuts (in-place buffers, custom autograd, matmul projections) then step
+    aside.
     """
     return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
@@ -60,8 +61,19 @@ def _axis_index(length: int, window_size: int, shift: int, sparse: bool, device:
     return (torch.arange(length, device=device) + shift) % size_tensor(length, device)
 
 
-def _compute_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool, batch: int,
-                         device: torch.device) -> tuple[Tensor, Tensor]:
+def token_index(height: int, width: int, window_size: int, shift: int = 0, sparse: bool = False,
+                device: torch.device | str = 'cpu', batch: int = 1) -> tuple[Tensor, Tensor]:
+    """Gather index (batch*H*W,) from pixel rows (batch-major, then row-major) to window-ordered tokens, and its
+    inverse.
+
+    Token ``((a * W/w + b) * w + r) * w + t`` of an image is row ``r``, column ``t`` of window ``(a, b)`` of the map
+    rolled by ``(-shift, -shift)`` and, when ``sparse``, resampled by the sparse mask; image ``i``'s tokens follow
+    image ``i - 1``'s. The inverse takes tokens of a plain (not resampled) window layout back to the un-rolled pixel
+    grid; the reference leaves the sparse half's output in the resampled layout, so both halves go back through the
+    plain inverse. Built from tensor ops, so sizes stay symbolic under ONNX export; the network takes these indices
+    from :func:`window_indices`, which caches them.
+    """
+    device = torch.device(device)
     rows = _axis_index(height, window_size, shift, sparse, device).view(-1, window_size)
     cols = _axis_index(width, window_size, shift, sparse, device).view(-1, window_size)
     index = (rows[:, None, :, None] * size_tensor(width, device) + cols[None, :, None, :]).reshape(-1)
@@ -72,27 +84,34 @@ def _compute_token_index(height: int, width: int, window_size: int, shift: int, 
     return (offsets + index).reshape(-1), (offsets + inverse).reshape(-1)
 
 
-@lru_cache(maxsize=256)
-def _cached_token_index(height: int, width: int, window_size: int, shift: int, sparse: bool, batch: int,
-                        device: torch.device) -> tuple[Tensor, Tensor]:
-    with torch.inference_mode(False):  # a normal tensor even when first built under inference_mode: autograd
-        return _compute_token_index(height, width, window_size, shift, sparse, batch, device)  # may save it later
+WindowIndices = dict[tuple[int, bool], tuple[Tensor, Tensor]]  # (shift, sparse) -> token_index's (index, inverse)
 
 
-def token_index(height: int, width: int, window_size: int, shift: int = 0, sparse: bool = False,
-                device: torch.device | str = 'cpu', batch: int = 1) -> tuple[Tensor, Tensor]:
-    """Gather index (batch*H*W,) from pixel rows (batch-major, then row-major) to window-ordered tokens, and its
-    inverse.
+def _compute_window_indices(height: int, width: int, window_size: int, batch: int,
+                            device: torch.device) -> WindowIndices:
+    return {(shift, sparse): token_index(height, width, window_size, shift, sparse, device, batch)
+            for shift in (0, window_size // 2) for sparse in (False, True)}
 
-    Token ``((a * W/w + b) * w + r) * w + t`` of an image is row ``r``, column ``t`` of window ``(a, b)`` of the map
-    rolled by ``(-shift, -shift)`` and, when ``sparse``, resampled by the sparse mask; image ``i``'s tokens follow
-    image ``i - 1``'s. The inverse takes tokens of a plain (not resampled) window layout back to the un-rolled pixel
-    grid; the reference leaves the sparse half's output in the resampled layout, so both halves go back through the
-    plain inverse. Cached per size and device in eager mode; built from tensor ops, so sizes stay symbolic under
-    ``torch.compile`` and ONNX export.
+
+@lru_cache(maxsize=128)
+def _cached_window_indices(height: int, width: int, window_size: int, batch: int,
+                           device: torch.device) -> WindowIndices:
+    with torch.inference_mode(False):  # normal tensors even when first built under inference_mode: autograd
+        return _compute_window_indices(height, width, window_size, batch, device)  # may save them later
+
+
+def window_indices(height: int, width: int, window_size: int, batch: int = 1,
+                   device: torch.device | str = 'cpu') -> WindowIndices:
+    """Every :func:`token_index` an NVSM-SA layer of a (batch, C, height, width) map needs: both shifts (0 and
+    ``window_size // 2``), plain and sparse, keyed ``(shift, sparse)``; read-only.
+
+    Cached per size and device in eager mode; built from tensor ops when traced (``torch.compile``, export), so the
+    sizes stay symbolic in the graph. Inductor then recomputes the index arithmetic (modulo, sparse offsets) inside
+    every gather kernel; a compiled network runs faster when the indices come in as inputs, computed eagerly
+    (:meth:`lipt_arch.LIPT.window_indices`, as :func:`lipt_arch.optimize` does: LIPT-Tiny 1.08x, docs/latency.md).
     """
-    compute = _compute_token_index if traced() else _cached_token_index
-    return compute(height, width, window_size, shift, sparse, batch, torch.device(device))
+    key = (height, width, window_size, batch, torch.device(device))
+    return _compute_window_indices(*key) if traced() else _cached_window_indices(*key)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -154,7 +173,8 @@ class NVSMAttention(nn.Module):
     ``scaled_dot_product_attention`` per half. ``calc_attn=False`` (a shared layer): ``proj_in`` maps C -> C, two
     halves of C/2 value channels, and the maps passed in are applied; as in the reference, half 1's values come from
     plain (not resampled) windows. ``shift`` rolls both halves by half a window first (and back after). ``deploy``
-    builds ``proj_in`` with the BatchNorm folded in. The output is channels-last in memory.
+    builds ``proj_in`` with the BatchNorm folded in. ``indices``: the map size's :func:`window_indices` (looked up
+    when not given). The output is channels-last in memory.
     """
 
     def __init__(self, channels: int, window_size: int = 8, shift: bool = False, calc_attn: bool = True,
@@ -177,18 +197,21 @@ class NVSMAttention(nn.Module):
             self.proj_in = fuse_conv_bn(self.proj_in, self.proj_bn)
             self.proj_bn = nn.Identity()
 
-    def forward(self, x: Tensor, attn: Attention | None = None) -> tuple[Tensor, Attention | None]:
+    def forward(self, x: Tensor, attn: Attention | None = None,
+                indices: WindowIndices | None = None) -> tuple[Tensor, Attention | None]:
         b, c, h, w = x.shape
         ws, shift, half = self.window_size, (self.window_size // 2 if self.shift else 0), self.channels // 2
+        if indices is None:
+            indices = window_indices(h, w, ws, b, x.device)
         # proj_in as pixel rows (B*H*W, 2C or C), split into the C/2-channel parts q0, v0, q1, v1 (or v0, v1)
         parts = self._project_in(x).split(half, dim=1)
-        plain = token_index(h, w, ws, shift, sparse=False, device=x.device, batch=b)
+        plain = indices[shift, False]
 
         def windows(part: Tensor, index: tuple[Tensor, Tensor]) -> Tensor:  # (B*nW, w*w, C/2) tokens, contiguous
             return permute_rows(part, *index).view(-1, ws * ws, half)
 
         if self.calc_attn:
-            sparse = token_index(h, w, ws, shift, sparse=True, device=x.device, batch=b)
+            sparse = indices[shift, True]
             q0, v0, q1, v1 = (windows(part, index) for part, index in zip(parts, (plain, plain, sparse, sparse)))
             if self.fused_sdpa:
                 y = torch.cat([_attention(q0, v0), _attention(q1, v1)], dim=-1)
