@@ -372,6 +372,8 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
         *[(f'LIPT-Tiny fp32 vs {peer} (>= 1 means no slower)', (peer, 'fp32'), tiny, 1.0) for peer in PEERS_COMPILED],
         *[(f'LIPT-Tiny fp32 + torch.compile vs {peer} + torch.compile', (f'{peer} + torch.compile', 'fp32'),
            tiny_compiled, 1.0) for peer in PEERS_COMPILED],
+        *[(f'LIPT-Tiny fp32 3x3 convs alone vs {peer} + torch.compile (upper bound)', (f'{peer} + torch.compile',
+           'fp32'), ('LIPT-Tiny: its 3x3 convs alone (conv-bound floor)', 'fp32'), 1.0) for peer in PEERS_COMPILED],
         ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
         ("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16, 4.0),
         ('LIPT-Small int8 vs ours bf16 (issue 11: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),

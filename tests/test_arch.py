@@ -7,7 +7,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from lipt_arch import LIPT, PRESETS, preset_config
 from lipt_arch.archs.lipt_arch import reflect_pad
-from lipt_arch.archs.nvsm_attention import permute_rows, qq_softmax, sparse_index, sparse_offsets, token_index
+from lipt_arch.archs.nvsm_attention import permute_rows, sparse_index, sparse_offsets, token_index
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -171,17 +171,3 @@ def test_training_after_inference_mode_at_the_same_size():
     net.train()(x).mean().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
-
-def test_qq_softmax_in_place_at_inference_equals_the_differentiable_form():
-    """At inference the maps are normalised in the logits' own buffer; with gradients they are not (the in-place
-    form has no derivative): both give softmax(q q^T)."""
-    q = torch.randn(5, 64, 7, dtype=torch.float64)
-    expected = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
-    with torch.inference_mode():
-        maps = qq_softmax(q)
-    assert torch.allclose(maps, expected, rtol=0, atol=1e-12)
-    leaf = q.clone().requires_grad_()
-    maps = qq_softmax(leaf)
-    assert torch.allclose(maps, expected, rtol=0, atol=1e-12)
-    maps[:, :, 0].sum().backward()
-    assert leaf.grad is not None and leaf.grad.abs().sum() > 0

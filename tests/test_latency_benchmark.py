@@ -122,3 +122,13 @@ def test_compiled_peer_row_equals_the_eager_peer():
     x = torch.rand(1, 3, 16, 16)
     with torch.inference_mode():
         assert torch.allclose(latency.Compiled(net)(x), net(x), atol=1e-5)
+
+
+def test_compiled_peer_goals_and_the_floor_against_them():
+    rows = [dict(name='SPAN + torch.compile', dtype='fp32', seconds=0.5),
+            dict(name='LIPT-Tiny fused + torch.compile (ours)', dtype='fp32', seconds=0.625),
+            dict(name='LIPT-Tiny: its 3x3 convs alone (conv-bound floor)', dtype='fp32', seconds=0.4)]
+    goals = dict(latency.goal_lines(rows))
+    assert goals == {'LIPT-Tiny fp32 + torch.compile vs SPAN + torch.compile': '0.80x / 1.0x (not met)',
+                     'LIPT-Tiny fp32 3x3 convs alone vs SPAN + torch.compile (upper bound)':
+                         '1.25x / 1.0x (reachable in principle)'}

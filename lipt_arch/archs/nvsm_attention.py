@@ -32,7 +32,7 @@ def sparse_offsets(window_size: int) -> list[int]:
 
 def traced() -> bool:
     """Whether this forward is being traced (``torch.compile``, ``torch.export`` / ONNX export, TorchScript tracing)
-    rather than run op by op: eager-only shortcuts (in-place buffers, custom autograd, matmul projections) then step
+    rather than run op by op: eager-only shortcuts (cached indices, custom autograd, matmul projections) then step
     aside.
     """
     return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
@@ -156,12 +156,7 @@ def qq_softmax(q: Tensor) -> Tensor:
     if torch.is_autocast_enabled(q.device.type):
         with torch.autocast(q.device.type, enabled=False):
             return qq_softmax(q.float())
-    logits = q @ q.transpose(-2, -1)
-    if traced() or (torch.is_grad_enabled() and q.requires_grad):
-        return torch.softmax(logits, dim=-1)
-    # eager inference: normalise the logits in place, so no second (N, T, T) buffer is allocated (the maps are the
-    # largest tensors of the network: 15 MB per half for a 184x320 input)
-    return torch.ops.aten._softmax.out(logits, -1, False, out=logits)
+    return torch.softmax(q @ q.transpose(-2, -1), dim=-1)
 
 
 class NVSMAttention(nn.Module):
