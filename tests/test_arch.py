@@ -170,4 +170,3 @@ def test_training_after_inference_mode_at_the_same_size():
         net.eval()(x)
     net.train()(x).mean().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
-

@@ -42,6 +42,11 @@ def mirror_index(length: int, padded: int, device: torch.device | str = 'cpu') -
     return torch.where(pos < size, pos, period - pos)
 
 
+def padded_size(length: int, multiple: int) -> int:
+    """``length`` rounded up to a multiple of ``multiple`` (the size :func:`reflect_pad` pads to; symbolic-safe)."""
+    return (length + multiple - 1) // multiple * multiple
+
+
 def reflect_pad(x: Tensor, multiple: int) -> Tensor:
     """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple`` by mirroring (:func:`mirror_index`).
 
@@ -49,8 +54,8 @@ def reflect_pad(x: Tensor, multiple: int) -> Tensor:
     (which the reference cannot take) are mirrored repeatedly. Tensor ops only, so H and W stay symbolic in export.
     """
     height, width = x.shape[-2:]
-    rows = mirror_index(height, (height + multiple - 1) // multiple * multiple, x.device)
-    cols = mirror_index(width, (width + multiple - 1) // multiple * multiple, x.device)
+    rows = mirror_index(height, padded_size(height, multiple), x.device)
+    cols = mirror_index(width, padded_size(width, multiple), x.device)
     return x.index_select(2, rows).index_select(3, cols)
 
 
@@ -169,14 +174,12 @@ class LIPT(nn.Module):
         out = (out + self.mean_out * self.img_range) / self.img_range
         return out[:, :, :height * self.upscale, :width * self.upscale]
 
-
     def window_indices(self, x: Tensor) -> WindowIndices:
         """The attention indices ``forward(x)`` uses (:func:`~lipt_arch.archs.nvsm_attention.window_indices` of the
         padded size of ``x``, (B, C, H, W)), computed eagerly and cached: passed to a ``torch.compile``-d LIPT as
         ``indices`` they enter its graph as inputs instead of being recomputed inside its gather kernels."""
-        pad = self.window_size
-        height, width = (-(-int(n) // pad) * pad for n in x.shape[-2:])
-        return window_indices(height, width, pad, int(x.shape[0]), x.device)
+        height, width = (padded_size(int(n), self.window_size) for n in x.shape[-2:])
+        return window_indices(height, width, self.window_size, int(x.shape[0]), x.device)
 
 
 @torch.no_grad()
