@@ -170,3 +170,12 @@ def test_training_after_inference_mode_at_the_same_size():
         net.eval()(x)
     net.train()(x).mean().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_indices_for_another_size_are_refused_in_one_line():
+    net = LIPT(upscale=2, num_feat=8, num_block=2, window_size=8).eval()
+    x = torch.rand(1, 3, 19, 27)
+    with torch.no_grad():
+        assert torch.equal(net(x, net.window_indices(x)), net(x))
+        with pytest.raises(ValueError, match='indices passed are for another input size'):
+            net(x, net.window_indices(torch.rand(1, 3, 30, 27)))

@@ -13,7 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .hrm import HRM
-from .nvsm_attention import Attention, NVSMAttention, WindowIndices, size_tensor, window_indices
+from .nvsm_attention import Attention, NVSMAttention, WindowIndices, size_tensor, traced, window_indices
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 WINDOW_SIZES = (8, 16)
@@ -162,6 +162,9 @@ class LIPT(nn.Module):
         x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
         if indices is None:
             indices = window_indices(x.shape[2], x.shape[3], self.window_size, x.shape[0], x.device)
+        elif not traced() and indices[0, False][0].numel() != x.shape[0] * x.shape[2] * x.shape[3]:
+            raise ValueError(f'LIPT: the indices passed are for another input size than {tuple(x.shape)} (padded); '
+                             'pass model.window_indices(x)')
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feat = self.head(x)
