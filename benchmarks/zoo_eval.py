@@ -2,7 +2,7 @@
 
     python benchmarks/zoo_eval.py --name lipt-tiny-x2 --experiment experiments/zoo_LIPT_tiny_x2 \
         --cpu-seconds 2900 [--init-from lipt-tiny-x2]
-    python benchmarks/zoo_eval.py --markdown docs/models.md --figure docs/models_x4.png   # docs from the cards
+    python benchmarks/zoo_eval.py --markdown docs/models.md --readme README.md --figure docs/models_x4.png  # docs
 
 The first form reads ``<experiment>/models/net_g_latest.pth`` (a BasicSR training checkpoint of ``basicsr train``
 with LIPTModel), the option file BasicSR copied into the experiment folder and its training log, writes the fused
@@ -174,6 +174,35 @@ def markdown(cards: dict) -> str:
     return '\n'.join(lines)
 
 
+README_HEADER = ('| model | Set5 | Set14 | B100 | Urban100 (20) | Set5: bicubic / paper | training (1 CPU thread) |\n'
+                 '|---|---|---|---|---|---|---|\n')
+
+
+def readme_table(cards: dict) -> str:
+    """README's table of the shipped models (header and one row per card; the scores as docs/models.md gives them)."""
+    rows = []
+    for name, card in cards.items():
+        t, scores = card['training'], card['scores']
+        cells = [f"{scores[test]['psnr']:.2f} / {scores[test]['ssim']:.4f}" for test in TEST_SETS]
+        paper = card['paper'].get('Set5', {}).get('psnr')
+        reference = f"{card['bicubic']['Set5']['psnr']:.2f} / " + (f'{paper:.2f}' if paper else '-')
+        origin = re.search(r'x\d', t.get('init_from') or '')  # the scale of the model it was fine-tuned from
+        budget = f"{t['iterations']} it, {t['cpu_minutes']} CPU min" + (f' (from {origin[0]})' if origin else '')
+        rows.append(f"| {name} | {' | '.join(cells)} | {reference} | {budget} |\n")
+    return README_HEADER + ''.join(rows)
+
+
+def write_readme_table(readme: Path, cards: dict) -> None:
+    """Replace the table of shipped models in ``readme`` (its header to the next blank line) by :func:`readme_table`."""
+    text = readme.read_text()
+    start = text.find(README_HEADER)
+    if start < 0:
+        raise SystemExit(f'zoo_eval: {readme} has no table of shipped models (header: {README_HEADER.splitlines()[0]})')
+    end = text.find('\n\n', start)
+    readme.write_text(text[:start] + readme_table(cards) + text[end + 1:])
+    print(f'wrote the shipped-models table of {readme}')
+
+
 def label(img: np.ndarray, text: str) -> np.ndarray:
     """A copy of (H, W, 3) uint8 BGR with ``text`` on a dark band at the top."""
     out = img.copy()
@@ -210,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--init-from', help='zoo name of the model this one was fine-tuned from')
     parser.add_argument('--markdown', type=Path, help='write docs/models.md from the cards')
     parser.add_argument('--figure', type=Path, help='write an input | LIPT | ground truth PNG (x4 model)')
+    parser.add_argument('--readme', type=Path, help="rewrite README.md's table of shipped models from the cards")
     args = parser.parse_args(argv)
     if args.experiment:
         if not args.name:
@@ -218,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(markdown(model_cards()))
         print(f'wrote {args.markdown}')
+    if args.readme:
+        write_readme_table(args.readme, model_cards())
     if args.figure:
         figure('lipt-tiny-x4', 'Urban100/HR/img_004.png', (400, 300, 160), args.figure)
     return 0

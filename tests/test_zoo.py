@@ -110,6 +110,20 @@ def test_models_command_lists_every_model(capsys):
         assert name in out and f"{card['scores']['Set5']['psnr']:.2f} dB" in out
 
 
+def test_readme_table_is_the_cards(tmp_path):
+    """README's table of shipped models is what ``benchmarks/zoo_eval.py --readme`` writes from the cards."""
+    from benchmarks.zoo_eval import readme_table, write_readme_table
+
+    table = readme_table(CARDS)
+    assert table.count('\n') == 2 + len(CARDS)
+    assert table in (REPO / 'README.md').read_text(), 'run: python benchmarks/zoo_eval.py --readme README.md'
+    stale = tmp_path / 'README.md'
+    header = ''.join(table.splitlines(keepends=True)[:2])
+    stale.write_text('intro\n\n' + header + '| lipt-old | 1 | 2 |\n\nafter\n')
+    write_readme_table(stale, CARDS)
+    assert stale.read_text() == 'intro\n\n' + table + '\nafter\n'
+
+
 @pytest.mark.slow
 def test_installed_wheel_reproduces_scores(tmp_path):
     """Build the wheel, install it into a separate folder, and score every shipped model from there."""
