@@ -17,12 +17,12 @@ The authors' own figures (issue 6) are quoted in docs/latency.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -35,7 +35,8 @@ import lipt_arch  # noqa: E402,F401
 from benchmarks.machine import cpu_info, describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
-from lipt_arch import LIPT, OptimizedLIPT, optimize, preset_config, reparameterize  # noqa: E402
+from lipt_arch import LIPT, optimize, preset_config, reparameterize  # noqa: E402
+from lipt_arch.inference import DTYPES  # noqa: E402
 from lipt_arch.models import training_speed  # noqa: E402
 from lipt_arch.models.training_speed import SpeedOptions  # noqa: E402
 from lipt_arch.optimized import inductor_freezing  # noqa: E402
@@ -80,7 +81,21 @@ def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
     return found
 
 
+BF16_GOALS = {'AMX': 6.0, 'AVX512-BF16': 3.2}  # issue 11: LIPT-Small bf16 vs the authors' fp32, per processor class
 PEERS_COMPILED = ('SAFMN', 'SPAN')  # with --compile also timed under torch.compile: LIPT-Tiny's compiled peers
+
+
+class InPrecision(nn.Module):
+    """A peer cast to ``dtype`` (bf16 / fp16) end to end, channels-last, as :func:`lipt_arch.optimize` casts LIPT
+    (faster than autocast for SAFMN and SPAN); float32 in and out."""
+
+    def __init__(self, net: nn.Module, dtype: str) -> None:
+        super().__init__()
+        self.dtype = DTYPES[dtype]
+        self.net = copy.deepcopy(net).to(self.dtype).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
 
 
 class Compiled(nn.Module):
@@ -143,19 +158,12 @@ def count_macs(net: nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2
 
 
-def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
-    """Autocast to ``dtype`` ('bf16', 'fp16'), or nothing for 'fp32'."""
-    amp = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(dtype)
-    return torch.autocast(device.type, dtype=amp) if amp else nullcontext()
-
-
 def inference_entry(name: str, net: nn.Module, x: torch.Tensor, dtype: str = 'fp32', macs: bool = True) -> dict:
-    """A table row to be timed: its ``run`` is one inference of ``net`` on ``x`` in ``dtype`` (autocast, unless
-    ``net`` is a :func:`lipt_arch.optimize` form, which is in its precision already)."""
-    ctx = nullcontext() if isinstance(net, OptimizedLIPT) else autocast(x.device, dtype)
+    """A table row to be timed: its ``run`` is one inference of ``net`` on ``x``; ``dtype`` labels the row (``net``
+    computes in it already: a :func:`lipt_arch.optimize` form, or a peer in :class:`InPrecision`)."""
 
     def run() -> torch.Tensor:
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode():
             return net(x)
 
     params = sum(p.numel() for p in net.parameters())
@@ -177,7 +185,8 @@ def time_rows(entries: list[dict], device: torch.device, repeats: int) -> list[d
 
 def conv_floor(net: nn.Module, x: torch.Tensor, dtype: str = 'fp32') -> Callable[[], None]:
     """A run of ``net``'s 3x3 convs alone, each on a random channels-last input of the shape it sees in ``net(x)``:
-    the conv-bound floor that no rearrangement of the other ops can go below."""
+    the conv-bound floor that no rearrangement of the other ops can go below. In bf16 / fp16 the convs and their
+    inputs are cast to that dtype (no per-call conversions, as in :func:`lipt_arch.optimize`'s forms)."""
     shapes: list[tuple[nn.Conv2d, torch.Size]] = []
     hooks = [m.register_forward_pre_hook(lambda m, a: shapes.append((m, a[0].shape)))
              for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
@@ -185,12 +194,12 @@ def conv_floor(net: nn.Module, x: torch.Tensor, dtype: str = 'fp32') -> Callable
         net(x)
     for hook in hooks:
         hook.remove()
-    inputs = [(conv, torch.rand(shape, device=x.device).contiguous(memory_format=torch.channels_last))
-              for conv, shape in shapes]
-    ctx = autocast(x.device, dtype)
+    cast = DTYPES[dtype]
+    inputs = [(copy.deepcopy(conv).to(cast), torch.rand(shape, device=x.device, dtype=cast).contiguous(
+        memory_format=torch.channels_last)) for conv, shape in shapes]
 
     def run() -> None:
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode():
             for conv, inp in inputs:
                 conv(inp)
 
@@ -213,8 +222,9 @@ def lipt_entries(x: torch.Tensor, scale: int, low: str | tuple[str, ...], compil
         entries += [inference_entry(f'{label} fused (ours)', optimize(fused, dtype, x.device), x, dtype=dtype,
                                     macs=False) for dtype in lows]
         if compile_:  # Inductor freezing: weights become constants, oneDNN prepacks them, conv+ReLU/add fuse
-            entries.append(inference_entry(f'{label} fused + torch.compile (ours)',
-                                           optimize(fused, 'fp32', x.device, compile=True), x, macs=False))
+            entries += [inference_entry(f'{label} fused + torch.compile (ours)',
+                                        optimize(fused, dtype, x.device, compile=True), x, dtype=dtype, macs=False)
+                        for dtype in ('fp32', *lows)]
         if calibration is not None and x.device.type == 'cpu':
             entries.append(inference_entry(f'{label} fused, int8 convs (ours, ONNX Runtime)',
                                            optimize(fused, 'int8', x.device, calibration=calibration), x,
@@ -346,7 +356,7 @@ def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argp
                   '| network | peak RSS (MiB) | time (s) |', '|---|---|---|']
         lines += [f"| LIPT-{m['preset'].capitalize()} fused | {m['peak_rss_mib']:.0f} | {m['s_per_image']:.2f} |"
                   for m in memory]
-    lines += ['', 'Issue 6 goals (measured ratio / goal):', '']
+    lines += ['', 'Goals of issues 6 and 11 (measured ratio / goal):', '']
     lines += [f'- {text}: {value}' for text, value in goal_lines(rows, train)]
     return '\n'.join(lines) + '\n'
 
@@ -374,11 +384,22 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
            tiny_compiled, 1.0) for peer in PEERS_COMPILED],
         *[(f'LIPT-Tiny fp32 3x3 convs alone vs {peer} + torch.compile (upper bound)', (f'{peer} + torch.compile',
            'fp32'), ('LIPT-Tiny: its 3x3 convs alone (conv-bound floor)', 'fp32'), 1.0) for peer in PEERS_COMPILED],
-        ("LIPT-Small bf16 vs authors' converted fp32", converted, ('LIPT-Small fused (ours)', 'bf16'), 4.0),
-        ("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16, 4.0),
         ('LIPT-Small int8 vs ours bf16 (issue 11: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),
          ('LIPT-Small fused, int8 convs (ours, ONNX Runtime)', 'int8'), 1.5),
     ]
+    isa = cpu_info()['isa']
+    bf16_class = 'AMX' if 'AMX' in isa else 'AVX512-BF16'
+    bf16_goal = BF16_GOALS[bf16_class]
+    for suffix in ('', ' + torch.compile'):  # issue 11: bf16 per processor class, and against its own conv floor
+        ours = (f'LIPT-Small fused{suffix} (ours)', 'bf16')
+        checks.append((f"LIPT-Small bf16{suffix} vs authors' converted fp32 (issue 11, goal of a CPU with "
+                       f'{bf16_class})', converted, ours, bf16_goal))
+        checks.append((f'LIPT-Small bf16 conv floor vs LIPT-Small bf16{suffix} (issue 11: within 1.3x of the floor)',
+                       floor_bf16, ours, 1 / 1.3))
+        checks += [(f'LIPT-Tiny bf16{suffix} vs {peer} bf16{suffix} (>= 1 means no slower)', (f'{peer}{suffix}',
+                    'bf16'), (f'LIPT-Tiny fused{suffix} (ours)', 'bf16'), 1.0) for peer in PEERS_COMPILED]
+    checks.append(("LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)", converted, floor_bf16,
+                   bf16_goal))
     out = []
     for text, slow, fast, goal in checks:
         if slow in t and fast in t:
@@ -481,8 +502,12 @@ def main() -> None:
     for name, build in ({} if args.no_peers else peers(args.scale)).items():
         net = build().to(device).eval()
         entries.append(inference_entry(name, net, x))
-        if args.compile and name in PEERS_COMPILED:
-            entries.append(inference_entry(f'{name} + torch.compile', Compiled(net), x, macs=False))
+        if name in PEERS_COMPILED:  # LIPT-Tiny's peers: also in the reduced precisions, and compiled
+            entries += [inference_entry(name, InPrecision(net, dtype), x, dtype=dtype, macs=False) for dtype in low]
+            if args.compile:
+                entries += [inference_entry(f'{name} + torch.compile', Compiled(
+                    InPrecision(net, dtype) if dtype != 'fp32' else net), x, dtype=dtype, macs=False)
+                    for dtype in ('fp32', *low)]
     rows = time_rows(entries, device, args.repeats)
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
     train = training_rows(device, args.repeats, lows=low) if args.train else []
