@@ -86,16 +86,19 @@ PEERS_COMPILED = ('SAFMN', 'SPAN')  # with --compile also timed under torch.comp
 
 
 class InPrecision(nn.Module):
-    """A peer cast to ``dtype`` (bf16 / fp16) end to end, channels-last, as :func:`lipt_arch.optimize` casts LIPT
-    (faster than autocast for SAFMN and SPAN); float32 in and out."""
+    """A peer cast to ``dtype`` (bf16 / fp16) end to end, as :func:`lipt_arch.optimize` casts LIPT (faster than
+    autocast for SAFMN and SPAN), channels-last in eager mode; float32 in and out. Under ``torch.compile`` Inductor
+    chooses the layouts, and the weights must keep the strides of the fp32 peer compiled in the same process
+    (``channels_last=False``): Dynamo's cache for the peer's class does not tell the two apart."""
 
-    def __init__(self, net: nn.Module, dtype: str) -> None:
+    def __init__(self, net: nn.Module, dtype: str, channels_last: bool = True) -> None:
         super().__init__()
         self.dtype = DTYPES[dtype]
-        self.net = copy.deepcopy(net).to(self.dtype).to(memory_format=torch.channels_last)
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = copy.deepcopy(net).to(self.dtype).to(memory_format=self.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
+        return self.net(x.to(self.dtype).contiguous(memory_format=self.layout)).float()
 
 
 class Compiled(nn.Module):
@@ -505,8 +508,8 @@ def main() -> None:
         if name in PEERS_COMPILED:  # LIPT-Tiny's peers: also in the reduced precisions, and compiled
             entries += [inference_entry(name, InPrecision(net, dtype), x, dtype=dtype, macs=False) for dtype in low]
             if args.compile:
-                entries += [inference_entry(f'{name} + torch.compile', Compiled(
-                    InPrecision(net, dtype) if dtype != 'fp32' else net), x, dtype=dtype, macs=False)
+                entries += [inference_entry(f'{name} + torch.compile', Compiled(InPrecision(
+                    net, dtype, channels_last=False) if dtype != 'fp32' else net), x, dtype=dtype, macs=False)
                     for dtype in ('fp32', *low)]
     rows = time_rows(entries, device, args.repeats)
     baseline = {r['name'].split(' ')[0]: r['seconds'] for r in rows if "converted (authors'" in r['name']}
