@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .archs import reparameterize
 from .archs.hrm import has_cpp_compiler
+from .archs.lipt_arch import memory_format_of
 from .inference import resolve_device, resolve_dtype
 from .validation import PRECISIONS
 
@@ -41,9 +42,9 @@ Calibration = str | os.PathLike | Sequence[Tensor]
 
 class OptimizedLIPT(nn.Module):
     """A LIPT in an inference form: (B, C_in, H, W) float in [0, 1], any H and W, on any device ->
-    (B, C_out, H * upscale, W * upscale) float32 on the input's device (not clamped). Inference only (no
-    gradients). Built by :func:`optimize`; ``precision`` says which form (fp32, bf16, fp16, int8), ``device`` where
-    it computes. The int8 form runs in ONNX Runtime; :meth:`save_onnx` writes it."""
+    (B, C_out, H * upscale, W * upscale) float32 on the input's device and in its memory format (not clamped).
+    Inference only (no gradients). Built by :func:`optimize`; ``precision`` says which form (fp32, bf16, fp16,
+    int8), ``device`` where it computes. The int8 form runs in ONNX Runtime; :meth:`save_onnx` writes it."""
 
     def __init__(self, config: dict[str, Any], precision: str, device: torch.device, dtype: torch.dtype,
                  net: nn.Module | None = None, onnx_model: bytes | None = None, compiled: bool = False) -> None:
@@ -66,7 +67,8 @@ class OptimizedLIPT(nn.Module):
             with torch.no_grad():
                 return self.net(x_in).float().to(x.device)
         with torch.no_grad(), inductor_freezing():  # the attention indices as graph inputs: LIPT.window_indices
-            return self.net(x_in, self.net.window_indices(x_in)).float().to(x.device)
+            out = self.net(x_in, self.net.window_indices(x_in)).float().to(x.device)
+        return out.contiguous(memory_format=memory_format_of(x))  # Inductor picks its own output strides
 
     def save_onnx(self, path: str | os.PathLike) -> None:
         """Write the int8 form's ONNX model (QDQ: QuantizeLinear / DequantizeLinear around int8 convs)."""

@@ -13,7 +13,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 import lipt_arch
 from lipt_arch.checkpoints import CheckpointError
-from lipt_arch.models.lipt_model import LIPTModel, ema_buffers_, format_metrics
+from lipt_arch.basicsr_support.ema import ema_buffers_
+from lipt_arch.models.lipt_model import LIPTModel, format_metrics
 
 from .basicsr_helpers import merge, train_options
 from .conftest import randomize_
@@ -74,6 +75,7 @@ def test_fused_validation_matches_unfused_and_leaves_training_state(trained):
     model, _, val_loader = trained
     before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     ema_before = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
+    net_g, net_g_ema = model.net_g, model.net_g_ema
 
     model.validation(val_loader, 2, None, save_img=False)
     fused = dict(model.metric_results)
@@ -85,13 +87,14 @@ def test_fused_validation_matches_unfused_and_leaves_training_state(trained):
     assert model.net_g.training and not model.net_g_ema.training
     assert all(torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
     assert all(torch.equal(ema_before[k], v) for k, v in model.net_g_ema.state_dict().items())
-    assert model._val_net is None
+    assert model.net_g is net_g and model.net_g_ema is net_g_ema  # the fused copy was swapped out again
 
 
 def test_validation_uses_ema_network_fused(trained, monkeypatch):
     model, _, val_loader = trained
     seen = []
-    monkeypatch.setattr('lipt_arch.models.lipt_model.reparameterize', lambda net: seen.append(net) or net.eval())
+    monkeypatch.setattr('lipt_arch.basicsr_support.fused_validation.reparameterize',
+                        lambda net: seen.append(net) or net.eval())
     model.validation(val_loader, 2, None)
     assert seen == [model.net_g_ema]
 
@@ -110,7 +113,7 @@ def test_validation_in_bf16_goes_through_optimize(trained, monkeypatch):
         model.validation(val_loader, 2, None)
     assert [form.precision for form in forms] == ['bf16']
     assert abs(model.metric_results['psnr'] - fp32['psnr']) < 0.1, (model.metric_results, fp32)
-    assert model._val_net is None
+    assert isinstance(model.net_g_ema, lipt_arch.LIPT)
 
 
 def test_ema_averages_batchnorm_statistics(trained):

@@ -42,6 +42,14 @@ def mirror_index(length: int, padded: int, device: torch.device | str = 'cpu') -
     return torch.where(pos < size, pos, period - pos)
 
 
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """The layout an output should keep for input ``x``: ``torch.channels_last`` for a channels-last (B, C, H, W)
+    tensor that is not also plain contiguous, ``torch.contiguous_format`` for anything else."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def padded_size(length: int, multiple: int) -> int:
     """``length`` rounded up to a multiple of ``multiple`` (the size :func:`reflect_pad` pads to; symbolic-safe)."""
     return (length + multiple - 1) // multiple * multiple
@@ -159,6 +167,7 @@ class LIPT(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.head.in_channels:
             raise ValueError(f'LIPT expects a (B, {self.head.in_channels}, H, W) tensor, got {tuple(x.shape)}')
         height, width = x.shape[-2:]
+        out_format = memory_format_of(x)
         x = reflect_pad(x, self.window_size) * self.img_range - self.mean_in * self.img_range
         if indices is None:
             indices = window_indices(x.shape[2], x.shape[3], self.window_size, x.shape[0], x.device)
@@ -175,7 +184,7 @@ class LIPT(nn.Module):
         if self.img_residual:
             out = out + x
         out = (out + self.mean_out * self.img_range) / self.img_range
-        return out[:, :, :height * self.upscale, :width * self.upscale]
+        return out[:, :, :height * self.upscale, :width * self.upscale].contiguous(memory_format=out_format)
 
     def window_indices(self, x: Tensor) -> WindowIndices:
         """The attention indices ``forward(x)`` uses (:func:`~lipt_arch.archs.nvsm_attention.window_indices` of the

@@ -9,6 +9,13 @@ from .hrm import RepConv3x3
 from .nvsm_attention import NVSMAttention
 
 
+def is_fusable(model: nn.Module) -> bool:
+    """Whether :func:`reparameterize` would change ``model``: it holds a six-branch :class:`RepConv3x3` or an
+    :class:`NVSMAttention` whose BatchNorm is not folded yet (a LIPT in training form, or a network containing one)."""
+    return any(isinstance(m, RepConv3x3) or (isinstance(m, NVSMAttention) and isinstance(m.proj_bn, nn.BatchNorm2d))
+               for m in model.modules())
+
+
 def reparameterize(model: nn.Module) -> nn.Module:
     """A new, fused copy of ``model`` in eval mode; ``model`` itself is left untouched.
 

@@ -27,6 +27,13 @@
    run trains on other batches than an uninterrupted one. Ours resume at the saved batch with the saved generator
    states (:mod:`.resume`): on CPU with ``num_worker_per_gpu: 0`` the weights are bitwise those of an uninterrupted
    run.
+7. ``VGGFeatureExtractor`` (the perceptual loss, ``train.perceptual_opt``) downloads torchvision's VGG19 weights when
+   ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is missing; offline that ends in a urllib traceback. Ours
+   ends in one line naming ``train.perceptual_opt`` and where to put the file.
+
+Also installed by :func:`apply`: the BatchNorm-aware EMA (:mod:`.ema`), the fused LIPT in every model type's
+validation, ``basicsr test`` and deploy checkpoints (:mod:`.fused_validation`), and Real-ESRGAN's models off CUDA
+(:mod:`.realesrgan`).
 """
 from __future__ import annotations
 
@@ -44,10 +51,10 @@ from torch import nn
 
 from lipt_arch.checkpoints import atomic_save, read_checkpoint
 from lipt_arch.checkpoints.files import strip_ddp_prefix
-from lipt_arch.errors import CheckpointError
+from lipt_arch.errors import CheckpointError, OptionError
 from lipt_arch.validation import check_basicsr_argv, check_options, check_raw_options
 
-from . import resume
+from . import ema, fused_validation, realesrgan, resume
 
 _ORIGINALS: dict[str, Any] = {}
 
@@ -137,6 +144,8 @@ def save_network(self, net, net_label: str, current_iter: int, param_key='params
     state = {key: strip_ddp_prefix({k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()})
              for n, key in zip(nets, keys)}
     atomic_save(state, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+    if net_label == 'net_g':
+        fused_validation.save_deploy(self, nets, keys, current_iter)
 
 
 def save_training_state(self, epoch: int, current_iter: int) -> None:
@@ -159,16 +168,33 @@ def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None
     _ORIGINALS['update_learning_rate'](self, current_iter, warmup_iter)
 
 
+VGG_WEIGHTS = 'vgg19-dcbb9e9d.pth'  # torchvision's VGG19 (ImageNet) file, the one BasicSR's perceptual loss loads
+
+
+def vgg_feature_extractor_init(self, *args: Any, **kwargs: Any) -> None:
+    """``VGGFeatureExtractor.__init__``, a failed weights download turned into one ``OptionError`` line."""
+    try:
+        _ORIGINALS['vgg_init'](self, *args, **kwargs)
+    except OSError as err:  # urllib's URLError, socket and timeout errors
+        hub = os.path.join(torch.hub.get_dir(), 'checkpoints', VGG_WEIGHTS)
+        raise OptionError(f'train.perceptual_opt: the perceptual loss needs torchvision\'s VGG19 weights, which could '
+                          f'not be downloaded ({getattr(err, "reason", err)}); put {VGG_WEIGHTS} at '
+                          f'experiments/pretrained_models/{VGG_WEIGHTS} or {hub}, or remove train.perceptual_opt'
+                          ) from None
+
+
 def apply() -> None:
     """Install the fixes above into basicsr's modules (idempotent)."""
     if _ORIGINALS:
         return
+    from basicsr.archs.vgg_arch import VGGFeatureExtractor
     from basicsr.models.base_model import BaseModel
 
     train, test, dist_util, options = (importlib.import_module(f'basicsr.{name}')
                                        for name in ('train', 'test', 'utils.dist_util', 'utils.options'))
     _ORIGINALS.update(init_dist=dist_util.init_dist, model_to_device=BaseModel.model_to_device,
-                      parse_options=options.parse_options, update_learning_rate=BaseModel.update_learning_rate)
+                      parse_options=options.parse_options, update_learning_rate=BaseModel.update_learning_rate,
+                      vgg_init=VGGFeatureExtractor.__init__)
     train.load_resume_state = load_resume_state
     train.EnlargedSampler = resume.ResumableSampler
     dist_util.init_dist = options.init_dist = init_dist
@@ -177,3 +203,7 @@ def apply() -> None:
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
     BaseModel.update_learning_rate = update_learning_rate
+    VGGFeatureExtractor.__init__ = vgg_feature_extractor_init
+    ema.install()
+    fused_validation.install()
+    realesrgan.install()

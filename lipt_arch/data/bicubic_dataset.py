@@ -7,7 +7,7 @@ BasicSR dataset ``BicubicSRDataset``. Option keys (besides BasicSR's own: ``name
 - ``scale`` (int, set by BasicSR from the top-level ``scale``): LR = MATLAB bicubic of the modcropped HR, 8-bit
   rounded (:func:`lipt_arch.data.sr_pairs.make_pair`), made once when the dataset is built and held in memory.
 - ``gt_size`` (int, training): random HR crop size, with ``use_hflip`` / ``use_rot`` augmentation (default on).
-  Images smaller than ``gt_size`` are refused by name.
+  Images smaller than ``gt_size`` are refused by name, or left out (and logged) with ``skip_smaller: true``.
 - ``center_crop`` (int, optional): keep at most a centre ``center_crop`` x ``center_crop`` HR region per image.
 
 Items: ``{'lq': (3, h, w), 'gt': (3, h*s, w*s), 'lq_path': name, 'gt_path': name}``, float32 RGB in [0, 1]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from lipt_arch.validation import positive_option
@@ -44,6 +45,12 @@ class BicubicSRDataset(PairedMemoryDataset):
             raise ValueError("BicubicSRDataset option 'gt_size' is required for training")
         center_crop = positive_option(opt, 'center_crop', 'BicubicSRDataset')
         pairs = [pair for root in roots for pair in load_folder_pairs(root, scale, center_crop)]
+        skip_smaller = opt.get('skip_smaller', False)
+        if not isinstance(skip_smaller, bool):
+            raise ValueError(f"BicubicSRDataset option 'skip_smaller' must be true or false, got {skip_smaller!r}")
         self.opt = opt
         super().__init__(pairs, scale, gt_size, bool(opt.get('use_hflip', True)),
-                         bool(opt.get('use_rot', True)))
+                         bool(opt.get('use_rot', True)), skip_smaller)
+        if self.skipped:
+            get_root_logger().info(f'{opt.get("name", "BicubicSRDataset")}: {len(self.skipped)} image(s) smaller than '
+                                   f'gt_size {gt_size} left out: {", ".join(self.skipped)}')

@@ -112,15 +112,21 @@ class PairedMemoryDataset(Dataset):
     """
 
     def __init__(self, pairs: Sequence[SRPair], scale: int, gt_size: int | None = None, use_hflip: bool = True,
-                 use_rot: bool = True) -> None:
+                 use_rot: bool = True, skip_smaller: bool = False) -> None:
         if not pairs:
             raise ValueError('no image pairs')
+        self.skipped: list[str] = []  # names of images left out for being smaller than gt_size
         if gt_size is not None:
             if not isinstance(gt_size, int) or gt_size < scale or gt_size % scale:
                 raise ValueError(f'gt_size must be a positive multiple of scale {scale}, got {gt_size!r}')
             small = [p.name for p in pairs if min(p.hr.shape[:2]) < gt_size]
-            if small:
-                raise ValueError(f'gt_size {gt_size} is larger than image(s) {", ".join(small)}')
+            if small and not skip_smaller:
+                raise ValueError(f'gt_size {gt_size} is larger than image(s) {", ".join(small)} '
+                                 '(skip_smaller: true leaves such images out)')
+            self.skipped = small
+            pairs = [p for p in pairs if min(p.hr.shape[:2]) >= gt_size]
+            if not pairs:
+                raise ValueError(f'gt_size {gt_size} is larger than every image')
         self.pairs = list(pairs)
         self.scale = scale
         self.gt_size = gt_size

@@ -19,58 +19,34 @@ import torch
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from lipt_arch.archs import reparameterize
 from lipt_arch.basicsr_support.resume import preserved_rng
-from lipt_arch.checkpoints import load_weights, read_checkpoint, save_model, unwrap_state_dict
+from lipt_arch.checkpoints import load_weights, read_checkpoint, unwrap_state_dict
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 from lipt_arch.models import training_speed
 from lipt_arch.optimized import optimize
 from lipt_arch.visualization import side_by_side
 
-BN_STATS = ('running_mean', 'running_var')
-
-
-@torch.no_grad()
-def ema_buffers_(net: nn.Module, ema: nn.Module, decay: float) -> None:
-    """Update ``ema``'s buffers from ``net``'s: BatchNorm running mean/var are averaged with ``decay`` (like the
-    parameters), every other buffer (``num_batches_tracked``, fixed masks) is copied.
-
-    Averaging, not copying: the EMA weights are an average over roughly ``1 / (1 - decay)`` steps, while ``net``'s
-    running statistics describe only its latest weights (BN momentum 0.1, about ten steps); averaging the
-    statistics over the same horizon as the weights keeps the pair consistent. With ``decay=0`` it is a copy.
-    """
-    ema_modules = dict(ema.named_modules())
-    for name, module in net.named_modules():
-        target = ema_modules[name]
-        for key, buf in module.named_buffers(recurse=False):
-            dst = getattr(target, key)
-            if isinstance(module, _BatchNorm) and key in BN_STATS:
-                dst.mul_(decay).add_(buf, alpha=1 - decay)
-            else:
-                dst.copy_(buf)
-
 
 @MODEL_REGISTRY.register()
 class LIPTModel(SRModel):
-    """SRModel for LIPT: fused validation, BatchNorm-aware EMA, deploy checkpoints, clear loading errors.
+    """SRModel for LIPT: faster training steps, validation in any inference form, bicubic comparison, clear errors.
 
-    - Every validation runs on ``reparameterize(net)`` of the network validation would use (``net_g_ema`` if EMA
-      is on, else ``net_g`` unwrapped from DDP / DataParallel); the training networks are not touched.
-    - EMA also averages BatchNorm running statistics (:func:`ema_buffers_`).
-    - :meth:`save` also writes ``models/net_g_deploy_<iter>.pth`` and ``net_g_deploy_latest.pth``
-      (``{'params': fused state dict, 'config': constructor keywords}``, read by :func:`lipt_arch.load_model`).
-    - A NaN / infinite loss or gradient stops training with :class:`NonFiniteLossError` before the optimizer step,
+    What every BasicSR model type gets with a LIPT (:mod:`lipt_arch.basicsr_support`), LIPTModel has too: validation
+    and ``basicsr test`` on the fused network (the EMA one when EMA is on; the training networks untouched), an EMA
+    that averages BatchNorm statistics, and ``models/net_g_deploy_<iter>.pth`` / ``net_g_deploy_latest.pth``
+    (``{'params': fused state dict, 'config': constructor keywords}``, read by :func:`lipt_arch.load_model`).
+    Its own additions:
+
+    - ``train.amp`` / ``channels_last`` / ``compile`` and ``val.dtype`` / ``val.compare_bicubic`` (module docstring);
+    - a NaN / infinite loss or gradient stops training with :class:`NonFiniteLossError` before the optimizer step,
       so no NaN weights are ever saved; saving and validation leave the training's random generators untouched
       (an exact resume, :mod:`lipt_arch.basicsr_support.resume`).
     """
 
-    _val_net: nn.Module | None = None  # fused copy, alive during one validation
     _bicubic: dict[str, float] | None = None  # summed bicubic metrics, when val.compare_bicubic
     _num_scored = 0
     _final = False  # set by save(current_iter=-1): the next validation is the last of the run
@@ -113,14 +89,6 @@ class LIPTModel(SRModel):
         if self.opt.get('is_train') and (self.opt.get('train') or {}).get('channels_last') is True:
             net = net.to(memory_format=torch.channels_last)
         return super().model_to_device(net)
-
-    def validation_network(self) -> nn.Module:
-        """The network validation and export use: ``net_g_ema`` if EMA is on, else the bare ``net_g``."""
-        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-
-    def model_ema(self, decay: float = 0.999) -> None:
-        super().model_ema(decay)
-        ema_buffers_(self.get_bare_model(self.net_g), self.net_g_ema, decay)
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         """BasicSR's ``load_network`` with weights-only reading and one-line errors naming the option and file."""
@@ -227,33 +195,30 @@ class LIPTModel(SRModel):
 
     # validation ----------------------------------------------------------------------------------------------
     def validation(self, dataloader, current_iter, tb_logger, save_img: bool = False) -> None:
-        """BasicSR's validation (dist or not), run on a fused copy of :meth:`validation_network`."""
-        with preserved_rng():
-            self._validation(dataloader, current_iter, tb_logger, save_img)
-
-    def _validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
-        self._val_net = reparameterize(self.validation_network())
-        dtype = self.opt['val'].get('dtype', 'fp32')
-        if dtype != 'fp32':
-            self._val_net = optimize(self._val_net, dtype, self.device, calibration=self.opt['val'].get('calibration'))
+        """BasicSR's validation (dist or not) on the fused network (:mod:`lipt_arch.basicsr_support.fused_validation`
+        swaps it in), scoring bicubic beside it with ``val.compare_bicubic``."""
         self._bicubic = {} if self.opt['val'].get('compare_bicubic') else None
         self._num_scored = 0
         self._dataset_name = dataloader.dataset.opt['name']
         try:
             super().validation(dataloader, current_iter, tb_logger, save_img)
         finally:
-            self._val_net, self._bicubic = None, None
+            self._bicubic = None
+
+    def validation_form(self, fused: nn.Module) -> nn.Module:
+        """The fused network in the inference form ``val.dtype`` asks for (:func:`lipt_arch.optimize`)."""
+        dtype = self.opt['val'].get('dtype', 'fp32')
+        if dtype == 'fp32':
+            return fused
+        return optimize(fused, dtype, self.device, calibration=self.opt['val'].get('calibration'))
 
     def feed_data(self, data: dict) -> None:
         super().feed_data(data)
         self._lq_paths = data.get('lq_path')
 
     def test(self) -> None:
-        """Output of the fused network during validation; BasicSR's (unfused) ``test`` otherwise."""
-        if self._val_net is None:
-            return super().test()
-        with torch.no_grad():
-            self.output = self._val_net(self.lq)
+        """SRModel's ``test`` (during validation the network is the fused one), plus the bicubic score."""
+        super().test()
         if self._bicubic is not None and hasattr(self, 'gt'):
             self._score_bicubic()
 
@@ -291,24 +256,11 @@ class LIPTModel(SRModel):
 
     # checkpoints ---------------------------------------------------------------------------------------------
     def save(self, epoch: int, current_iter: int) -> None:
-        """BasicSR's checkpoints plus the fused ``net_g_deploy_<iter>.pth`` and ``net_g_deploy_latest.pth``."""
+        """BasicSR's checkpoints (with the fused ``net_g_deploy_<iter>.pth``, :mod:`lipt_arch.basicsr_support`)."""
         with preserved_rng():
             super().save(epoch, current_iter)
-            self._save_deploy(current_iter)
         if current_iter == -1:  # train_pipeline saves the latest model right before its final validation
             self._final = True
-
-    @master_only
-    def _save_deploy(self, current_iter: int) -> None:
-        net = self.validation_network()
-        if not isinstance(getattr(net, 'config', None), dict):
-            get_root_logger().warning(f'{net.__class__.__name__} has no .config: no deploy checkpoint written.')
-            return
-        fused = reparameterize(net)
-        folder = self.opt['path']['models']
-        if current_iter != -1:
-            save_model(fused, os.path.join(folder, f'net_g_deploy_{current_iter}.pth'), fuse=False)
-        save_model(fused, os.path.join(folder, 'net_g_deploy_latest.pth'), fuse=False)
 
 
 def format_metrics(values: Mapping[str, float]) -> str:
