@@ -5,6 +5,8 @@ with ``.cuda()``, so without an NVIDIA GPU they stop with "Found no NVIDIA drive
 :func:`install` replaces their ``__init__`` (the same three attributes, built on ``self.device``) and lets
 ``_dequeue_and_enqueue`` find its queue already allocated on the batch's device (the rest of BasicSR's queue logic
 is unchanged). A ``queue_size`` that is not a multiple of the batch size is refused in one line naming both options.
+On a CPU the JPEG simulator returns non-contiguous tensors, on which BasicSR's ``filter2D`` (blur and sinc filters,
+``.view`` of its input) fails; both models' ``filter2D`` get a contiguous input.
 """
 from __future__ import annotations
 
@@ -47,14 +49,23 @@ def _queue_on_device(original: Callable) -> Callable:
     return _dequeue_and_enqueue
 
 
+def _filter2d_contiguous(original: Callable) -> Callable:
+    def filter2d(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """BasicSR's ``filter2D`` (B, C, H, W) x kernel, on a contiguous copy of ``img`` when it is not one."""
+        return original(img.contiguous(), kernel)
+
+    return filter2d
+
+
 def install() -> None:
     """Patch both model classes (idempotent)."""
     if _ORIGINAL:
         return
-    from basicsr.models.realesrgan_model import RealESRGANModel
-    from basicsr.models.realesrnet_model import RealESRNetModel
+    from basicsr.models import realesrgan_model, realesrnet_model
 
-    for cls in (RealESRNetModel, RealESRGANModel):
+    for module in (realesrnet_model, realesrgan_model):
+        module.filter2D = _filter2d_contiguous(module.filter2D)
+    for cls in (realesrnet_model.RealESRNetModel, realesrgan_model.RealESRGANModel):
         _ORIGINAL[cls.__name__] = cls._dequeue_and_enqueue
         cls.__init__ = _init_on_device(cls)
         cls._dequeue_and_enqueue = _queue_on_device(cls._dequeue_and_enqueue)
