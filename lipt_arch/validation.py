@@ -230,6 +230,25 @@ def check_lipt_options(opt: Mapping[str, Any]) -> None:
                 raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
     _check_speed(opt.get('train') or {}, opt.get('model_type'))
     _check_val_precision(opt.get('val') or {})
+    _check_model_type(opt)
+
+
+def _check_model_type(opt: Mapping[str, Any]) -> None:
+    """What BasicSR's model types need from the options: SwinIRModel pads to ``network_g.window_size`` (LIPT pads
+    itself and needs no such key); Real-ESRGAN's models keep a pool of ``queue_size`` pairs, filled a batch at a
+    time."""
+    model_type, net = opt.get('model_type'), opt.get('network_g') or {}
+    is_lipt = str(net.get('type', '')).startswith('LIPT')
+    if model_type == 'SwinIRModel' and not is_lipt and 'window_size' not in net:
+        raise OptionError(f'network_g.window_size: SwinIRModel pads validation inputs to a multiple of it; set it to '
+                          f'the window size of {net.get("type")}')
+    if model_type in ('RealESRNetModel', 'RealESRGANModel'):
+        batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+        queue = opt.get('queue_size', 180)
+        if not is_int(queue) or queue < 1:
+            raise OptionError(f'queue_size: must be a positive integer, got {queue!r}')
+        if is_int(batch) and batch > 0 and queue % batch:
+            raise OptionError(f'queue_size: {queue} is not a multiple of datasets.train.batch_size_per_gpu {batch}')
 
 
 def _check_val_precision(val: Mapping[str, Any]) -> None:
