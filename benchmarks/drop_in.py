@@ -1,6 +1,7 @@
 """LIPT as the generator of BasicSR's own training option files: train a few iterations of each and check the result.
 
-    python benchmarks/drop_in.py [--iters 4] [--only SRModel ...] [--time-validation] [--out drop_in_runs]
+    python benchmarks/drop_in.py [--iters 4] [--ema-decay 0.05] [--only SRModel ...] [--cpu-sized] [--score]
+                                 [--time-validation]
 
 BasicSR 1.4.2's option files (copies in ``$LIPT_SHARED/basicsr_options``, default ``../shared``) stand for an
 experiment a user already runs. :func:`adapt` changes only what any user must, and the network:
@@ -128,6 +129,17 @@ def adapt(opt: Mapping[str, Any], data: Mapping[str, Path], iters: int, name: st
     return opt
 
 
+def cpu_sized(opt: dict[str, Any]) -> dict[str, Any]:
+    """Real-ESRGAN's 4-GPU batch (12 pairs of 256-pixel patches, a 180-pair pool) cut to 4 pairs of 128 pixels and a
+    pool of 4, for CPU time (minutes per iteration otherwise); other option files are returned as they are."""
+    if opt['model_type'] not in ('RealESRNetModel', 'RealESRGANModel'):
+        return opt
+    opt = copy.deepcopy(opt)
+    opt.update(gt_size=128, queue_size=4)
+    opt['datasets']['train'].update(gt_size=128, batch_size_per_gpu=4)
+    return opt
+
+
 def with_validation(opt: dict[str, Any], data: Mapping[str, Path]) -> dict[str, Any]:
     """Add Set5 validation (PSNR) to an option dict that has none (Real-ESRGAN's file validates nothing)."""
     if 'val' not in opt:
@@ -138,9 +150,23 @@ def with_validation(opt: dict[str, Any], data: Mapping[str, Path]) -> dict[str, 
     return opt
 
 
-def check_experiment(folder: Path, iters: int, image: Path) -> dict[str, Any]:
+def set5_psnr(state: Mapping[str, torch.Tensor], scale: int = SCALE) -> float:
+    """Set5 Y-PSNR (dB, the paper's protocol) of the fused LIPT with weights ``state``."""
+    from lipt_arch import LIPT, reparameterize
+    from lipt_arch.checkpoints import infer_lipt_config
+    from lipt_arch.zoo.evaluate import network_upscaler, score_folder
+
+    net = LIPT(**infer_lipt_config(state))
+    net.load_state_dict(state)
+    return score_folder(network_upscaler(reparameterize(net)), SHARED / 'datasets' / 'Set5' / 'HR', scale)['psnr']
+
+
+def check_experiment(folder: Path, iters: int, image: Path, score: bool = False) -> dict[str, Any]:
     """What a finished run left in ``experiments/<name>``: BatchNorm statistics of ``params`` / ``params_ema``, the
-    two networks' outputs on ``image``, the validation log lines, and whether ``lipt infer`` opens the checkpoint."""
+    two networks' outputs on ``image``, the validation log lines, and whether ``lipt infer``, ``lipt convert`` and
+    spandrel (``None`` when it is not installed) open the checkpoint.
+    ``score``: also the Set5 Y-PSNR of ``params``, of ``params_ema`` and of ``params_ema`` with the initial BatchNorm
+    statistics that BasicSR's own EMA would have left (running mean 0, variance 1)."""
     from lipt_arch import LIPT, reparameterize
     from lipt_arch.checkpoints import infer_lipt_config
 
@@ -162,14 +188,32 @@ def check_experiment(folder: Path, iters: int, image: Path) -> dict[str, Any]:
     mse = float(((outputs[0] - outputs[1]) ** 2).mean())
     log = '\n'.join(p.read_text() for p in folder.glob('train_*.log'))
     psnr = re.findall(r'# psnr: ([0-9.]+)', log)
-    out_png = folder / 'lipt_infer_check.png'
+    out_png, converted = folder / 'lipt_infer_check.png', folder / 'converted.safetensors'
     infer = subprocess.run([sys.executable, '-m', 'lipt_arch.cli.lipt_cli', 'infer', '-q', '-i', str(image), '-o',
                             str(out_png), '--model', str(checkpoint)], capture_output=True, text=True,
                            env=ENV)
-    return {'batchnorm_layers': len(variances), 'ema_stats_moved': moved,
+    convert = subprocess.run([sys.executable, '-m', 'lipt_arch.cli.lipt_cli', 'convert', str(checkpoint),
+                              str(converted)], capture_output=True, text=True, env=ENV)
+    spandrel_scale = None
+    try:
+        import spandrel
+
+        from lipt_arch.integrations import spandrel as lipt_spandrel
+
+        lipt_spandrel.install()
+        spandrel_scale = spandrel.ModelLoader().load_from_file(str(checkpoint)).scale
+    except ImportError:
+        pass
+    scores = {}
+    if score:
+        stale = {k: torch.zeros_like(v) if k.endswith('running_mean') else torch.ones_like(v)
+                 if k.endswith('running_var') else v for k, v in ema.items()}
+        scores = {'set5_params': set5_psnr(params), 'set5_ema': set5_psnr(ema), 'set5_ema_stale_bn': set5_psnr(stale)}
+    return {**scores, 'batchnorm_layers': len(variances), 'ema_stats_moved': moved,
             'ema_vs_params_psnr': 10 * math.log10(1 / max(mse, 1e-12)),
             'fused_validation': 'Validation runs the fused LIPT' in log, 'val_psnr': float(psnr[-1]) if psnr else None,
             'lipt_infer': infer.returncode == 0 and out_png.is_file(), 'lipt_infer_error': infer.stderr.strip()[-300:],
+            'lipt_convert': convert.returncode == 0 and converted.is_file(), 'spandrel_scale': spandrel_scale,
             'deploy': (folder / 'models' / f'net_g_deploy_{iters}.pth').is_file()}
 
 
@@ -207,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--only', nargs='+', choices=sorted(STOCK), help='model types to run (default: all)')
     parser.add_argument('--out', type=Path, default=Path('drop_in_runs'), help='working folder (default drop_in_runs)')
     parser.add_argument('--time-validation', action='store_true', help='time fused vs unfused validation')
+    parser.add_argument('--cpu-sized', action='store_true', help="Real-ESRGAN: 4 pairs of 128-pixel patches a batch")
+    parser.add_argument('--score', action='store_true',
+                        help="Set5 Y-PSNR of params, params_ema, and params_ema with BasicSR's stale BatchNorm stats")
     args = parser.parse_args(argv)
     if args.iters < 1 or not 0 <= args.ema_decay < 1:
         parser.error('--iters must be >= 1 and --ema-decay in [0, 1)')
@@ -217,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     for model_type in args.only or list(STOCK):
         name = f'drop_in_{model_type}'
         opt = with_validation(adapt(stock_options(model_type), data, args.iters, name), data)
+        if args.cpu_sized:
+            opt = cpu_sized(opt)
         opt['train']['ema_decay'] = args.ema_decay
         option_file = root / f'{name}.yml'
         option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -228,23 +277,29 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             row['error'] = run.stderr.strip()[-500:]
         else:
-            row.update(check_experiment(root / 'experiments' / name, args.iters, data['Set5_lq'] / 'baby.png'))
+            row.update(check_experiment(root / 'experiments' / name, args.iters, data['Set5_lq'] / 'baby.png',
+                                        args.score))
         if args.time_validation and status == 0:
             row['val_fused_s'], row['val_unfused_s'] = time_validation(opt, root)
         rows.append(row)
         print(row, flush=True)
     print('\n' + describe(before, load_average()))
     print('| model type (stock file) | trains | EMA BN stats moved | EMA vs params output (dB) | fused validation '
-          '| val PSNR | lipt infer opens net_g | validation fused / unfused (s) |')
-    print('|---|---|---|---|---|---|---|---|')
+          '| val PSNR | lipt infer / convert / spandrel open net_g | validation fused / unfused (s) '
+          '| Set5 Y-PSNR params / EMA / EMA with stale BN |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         timing = f'{r["val_fused_s"]:.2f} / {r["val_unfused_s"]:.2f}' if 'val_fused_s' in r else ''
+        scores = (f'{r["set5_params"]:.2f} / {r["set5_ema"]:.2f} / {r["set5_ema_stale_bn"]:.2f}'
+                  if 'set5_ema' in r else '')
         if r['exit'] or 'error' in r:
-            print(f'| {r["model_type"]} ({r["stock file"]}) | exit {r["exit"]}: {r.get("error", "")[-80:]} | | | | | | |')
+            error = r.get('error', '')[-80:]
+            print(f'| {r["model_type"]} ({r["stock file"]}) | exit {r["exit"]}: {error} |' + ' |' * 7)
             continue
+        opens = ' / '.join('yes' if ok else 'NO' for ok in (r['lipt_infer'], r['lipt_convert'], r['spandrel_scale']))
         print(f'| {r["model_type"]} ({r["stock file"]}) | yes, {r["seconds"]:.0f} s | {r["ema_stats_moved"]} / '
               f'{r["batchnorm_layers"]} | {r["ema_vs_params_psnr"]:.1f} | {"yes" if r["fused_validation"] else "NO"} '
-              f'| {r["val_psnr"]} | {"yes" if r["lipt_infer"] else "NO"} | {timing} |')
+              f'| {r["val_psnr"]} | {opens} | {timing} | {scores} |')
     return 0 if all(r['exit'] == 0 and r.get('fused_validation') and r.get('lipt_infer') for r in rows) else 1
 
 

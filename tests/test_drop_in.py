@@ -160,10 +160,10 @@ def data(tmp_path_factory):
     return drop_in.prepare_data(tmp_path_factory.mktemp('drop_in_data'))
 
 
-def _run(opt: dict, root) -> subprocess.CompletedProcess:
+def _run(opt: dict, root, command: str = 'train') -> subprocess.CompletedProcess:
     option_file = root / f'{opt["name"]}.yml'
     option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return subprocess.run([sys.executable, '-m', 'lipt_arch.cli.basicsr_cli', 'train', '-opt', str(option_file)],
+    return subprocess.run([sys.executable, '-m', 'lipt_arch.cli.basicsr_cli', command, '-opt', str(option_file)],
                           cwd=root, env={**drop_in.ENV, 'OMP_NUM_THREADS': '2'}, capture_output=True, text=True,
                           timeout=900)
 
@@ -174,19 +174,28 @@ def _check(root, name: str, image) -> None:
     assert found['ema_vs_params_psnr'] > 25, found  # ema_decay 0.05: the EMA network is nearly the trained one
     assert found['fused_validation'] and found['deploy'], found
     assert found['lipt_infer'], found['lipt_infer_error']
+    assert found['lipt_convert'] and found['spandrel_scale'] == 4, found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('model_type', ['SRModel', 'SwinIRModel', 'SRGANModel', 'RealESRGANModel'])
 def test_stock_option_file_trains_lipt(model_type, data, tmp_path):
     opt = drop_in.with_validation(drop_in.adapt(drop_in.stock_options(model_type), data, ITERS, model_type), data)
+    opt = drop_in.cpu_sized(opt)  # Real-ESRGAN: smaller batches and patches than its 4-GPU recipe
     opt['train']['ema_decay'] = 0.05
-    if model_type == 'RealESRGANModel':  # CPU time: smaller batches and patches than the 4-GPU recipe
-        opt = merge(opt, {'gt_size': 128, 'queue_size': 4,
-                          'datasets': {'train': {'gt_size': 128, 'batch_size_per_gpu': 4}}})
     result = _run(opt, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _check(tmp_path, model_type, data['Set5_lq'] / 'baby.png')
+    if model_type == 'SRModel':  # basicsr test of the EMA weights, model type as trained: the fused network
+        test = {'name': 'test_srmodel', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0,
+                'datasets': {'test_1': opt['datasets']['val']}, 'network_g': opt['network_g'],
+                'path': {'pretrain_network_g': str(tmp_path / 'experiments' / model_type / 'models' / 'net_g_2.pth'),
+                         'param_key_g': 'params_ema', 'strict_load_g': True},
+                'val': {'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}}}
+        result = _run(test, tmp_path, 'test')
+        assert result.returncode == 0, result.stderr[-3000:]
+        log = '\n'.join(p.read_text() for p in (tmp_path / 'results' / 'test_srmodel').glob('test_*.log'))
+        assert 'Validation runs the fused LIPT (net_g;' in log
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ def test_option_files_exist():
 @pytest.mark.parametrize('path', OPTIONS, ids=[p.stem for p in OPTIONS])
 def test_option_file_builds(path, tmp_path):
     opt = _as_parsed(_load(path), tmp_path)
+    if opt.get('train', {}).pop('perceptual_opt', None):  # VGG19 weights: a download (test_drop_in covers offline)
+        assert opt['model_type'] == 'RealESRGANModel'
     model = build_model(opt)
     net = model.get_bare_model(model.net_g)
     assert isinstance(net, LIPT) and net.upscale == opt['scale'] == opt['network_g']['upscale']

@@ -25,17 +25,20 @@ from .conftest import REPO
 KILLER = '''import os, signal, sys
 import torch
 import lipt_arch
+from basicsr.models.sr_model import SRModel
 from lipt_arch.cli.basicsr_cli import main
 from lipt_arch.models.lipt_model import LIPTModel
 
 kill_at, kill_save = int(os.environ.get('KILL_AT', 0)), os.environ.get('KILL_SAVE', '')
-step, save = LIPTModel.optimize_parameters, torch.save
+save = torch.save
 
 
-def optimize(self, current_iter):
-    if current_iter == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    step(self, current_iter)
+def killing(step):
+    def optimize(self, current_iter):
+        if current_iter == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        step(self, current_iter)
+    return optimize
 
 
 def killed_save(obj, path, *args, **kwargs):
@@ -46,7 +49,9 @@ def killed_save(obj, path, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-LIPTModel.optimize_parameters, torch.save = optimize, killed_save
+for cls in (LIPTModel, SRModel):
+    cls.optimize_parameters = killing(cls.optimize_parameters)
+torch.save = killed_save
 sys.exit(main(sys.argv[1:]))
 '''
 ITERS = 12
@@ -57,6 +62,9 @@ RUNS = {  # name: (environment of the killed run, extra flags); 6 images, batch 
     # fp16 autocast with its gradient scaler (on CPU), channels-last: the scaler's state is in the training state
     'fp16_uninterrupted': ({}, ['--force_yml', 'train:amp=fp16', 'train:channels_last=true']),
     'fp16_killed_mid_epoch': ({'KILL_AT': '7'}, ['--force_yml', 'train:amp=fp16', 'train:channels_last=true']),
+    # BasicSR's SRModel: its EMA averages BatchNorm statistics and it validates the fused network (basicsr_support)
+    'srmodel_uninterrupted': ({}, ['--force_yml', 'model_type=SRModel']),
+    'srmodel_killed_mid_epoch': ({'KILL_AT': '7'}, ['--force_yml', 'model_type=SRModel']),
 }
 
 
@@ -92,9 +100,11 @@ def _weights(exp: Path, it: int) -> dict[str, dict[str, torch.Tensor]]:
     return read_checkpoint(exp / 'models' / f'net_g_{it}.pth')
 
 
-@pytest.mark.parametrize('case', ['killed_mid_epoch', 'killed_during_save', 'fp16_killed_mid_epoch'])
+@pytest.mark.parametrize('case', ['killed_mid_epoch', 'killed_during_save', 'fp16_killed_mid_epoch',
+                                  'srmodel_killed_mid_epoch'])
 def test_resumed_run_equals_uninterrupted_bitwise(runs, case):
-    uninterrupted = 'fp16_uninterrupted' if case.startswith('fp16') else 'uninterrupted'
+    prefix = case.split('_')[0] + '_' if case.startswith(('fp16', 'srmodel')) else ''
+    uninterrupted = f'{prefix}uninterrupted'
     reference, resumed = _weights(runs[uninterrupted], ITERS), _weights(runs[case], ITERS)
     assert set(reference) == set(resumed) == {'params', 'params_ema'}
     for key in reference:

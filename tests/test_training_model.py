@@ -12,8 +12,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 import lipt_arch
-from lipt_arch.checkpoints import CheckpointError
 from lipt_arch.basicsr_support.ema import ema_buffers_
+from lipt_arch.checkpoints import CheckpointError
 from lipt_arch.models.lipt_model import LIPTModel, format_metrics
 
 from .basicsr_helpers import merge, train_options
