@@ -42,6 +42,7 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -172,9 +173,13 @@ VGG_WEIGHTS = 'vgg19-dcbb9e9d.pth'  # torchvision's VGG19 (ImageNet) file, the o
 
 
 def vgg_feature_extractor_init(self, *args: Any, **kwargs: Any) -> None:
-    """``VGGFeatureExtractor.__init__``, a failed weights download turned into one ``OptionError`` line."""
+    """``VGGFeatureExtractor.__init__``, a failed weights download turned into one ``OptionError`` line (and without
+    torchvision's deprecation warnings about basicsr's ``pretrained=`` argument)."""
     try:
-        _ORIGINALS['vgg_init'](self, *args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', category=UserWarning,
+                                    message=r"(The parameter 'pretrained'|Arguments other than a weight enum)")
+            _ORIGINALS['vgg_init'](self, *args, **kwargs)
     except OSError as err:  # urllib's URLError, socket and timeout errors
         hub = os.path.join(torch.hub.get_dir(), 'checkpoints', VGG_WEIGHTS)
         raise OptionError(f'train.perceptual_opt: the perceptual loss needs torchvision\'s VGG19 weights, which could '
