@@ -234,9 +234,12 @@ def check_lipt_options(opt: Mapping[str, Any]) -> None:
 
 
 def _check_model_type(opt: Mapping[str, Any]) -> None:
-    """What BasicSR's model types need from the options: SwinIRModel pads to ``network_g.window_size`` (LIPT pads
-    itself and needs no such key); Real-ESRGAN's models keep a pool of ``queue_size`` pairs, filled a batch at a
-    time."""
+    """``train.ema_decay`` in [0, 1), and what BasicSR's model types need from the options: SwinIRModel pads to
+    ``network_g.window_size`` (LIPT pads itself and needs no such key); Real-ESRGAN's models keep a pool of
+    ``queue_size`` pairs, filled a batch at a time."""
+    decay = (opt.get('train') or {}).get('ema_decay', 0)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise OptionError(f'train.ema_decay: must be a number in [0, 1) (0: no EMA network), got {decay!r}')
     model_type, net = opt.get('model_type'), opt.get('network_g') or {}
     is_lipt = str(net.get('type', '')).startswith('LIPT')
     if model_type == 'SwinIRModel' and not is_lipt and 'window_size' not in net:

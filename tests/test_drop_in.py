@@ -130,6 +130,12 @@ def test_swinir_model_without_window_size_needs_a_lipt():
     check_lipt_options({**opt, 'network_g': {'type': 'LIPT_tiny', 'upscale': 2}})
 
 
+@pytest.mark.parametrize('decay', [2.0, -0.1, 1, 'high'])
+def test_ema_decay_outside_zero_one_is_refused(decay):
+    with pytest.raises(OptionError, match=r'^train.ema_decay: must be a number in \[0, 1\)'):
+        check_lipt_options({'train': {'ema_decay': decay}})
+
+
 def test_queue_size_must_hold_whole_batches():
     opt = {'model_type': 'RealESRNetModel', 'queue_size': 180, 'datasets': {'train': {'batch_size_per_gpu': 7}}}
     with pytest.raises(OptionError, match=r'^queue_size: 180 is not a multiple of datasets.train.batch_size_per_gpu'):

@@ -24,12 +24,12 @@ from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 COMMANDS = {
     'train': ('train a network with BasicSR (basicsr.train.train_pipeline)',
               'Train with an option YAML; checkpoints, logs and validation images go to ./experiments/<name>/. '
-              'LIPTModel also writes fused net_g_deploy_<iter>.pth / net_g_deploy_latest.pth '
+              'With a LIPT, any model type also writes fused net_g_deploy_<iter>.pth / net_g_deploy_latest.pth '
               '(load with lipt_arch.load_model). Several processes: torchrun --nproc_per_node=N --no-python '
               'basicsr train -opt X.yml --launcher pytorch (gloo on CPU, nccl on GPUs).'),
     'test': ('evaluate a trained network with BasicSR (basicsr.test.test_pipeline)',
              'Evaluate the datasets of an option YAML; logs, metrics and images go to ./results/<name>/. '
-             'LIPTModel evaluates the fused (deploy) network.'),
+             'A LIPT is evaluated in its fused (deploy) form, whatever the model type.'),
 }
 
 
