@@ -32,7 +32,8 @@ POSITIVE_INTS = {  # section path: keys that must be integers >= 1 when present
     ('train',): ('total_iter',),
 }
 BOOLS = {('train',): ('compile_rep_convs',), ('val',): ('compare_bicubic',)}  # our keys that must be true/false
-DATASET_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')  # one path each (basicsr expands them)
+# one path each (basicsr expands the first three; meta_info: RealESRGANDataset's list of training images)
+DATASET_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file', 'meta_info')
 FORCE_YML_KEY = re.compile(r'^[A-Za-z0-9_.\-]+$')  # basicsr builds Python source from --force_yml keys
 NON_NEGATIVE_FLAGS = ('tile', 'tile_pad')  # lipt flags (argparse dest) that must be integers >= 0
 POSITIVE_FLAGS = ('opset',)  # lipt flags that must be integers >= 1

@@ -136,6 +136,15 @@ def test_ema_decay_outside_zero_one_is_refused(decay):
         check_lipt_options({'train': {'ema_decay': decay}})
 
 
+def test_missing_realesrgan_meta_info_is_one_line(tmp_path):
+    from lipt_arch.validation import check_options
+
+    opt = {'datasets': {'train': {'type': 'RealESRGANDataset', 'dataroot_gt': str(tmp_path),
+                                  'meta_info': str(tmp_path / 'meta_info.txt')}}}
+    with pytest.raises(OptionError, match=r'^datasets.train.meta_info: not found'):
+        check_options(opt)
+
+
 def test_queue_size_must_hold_whole_batches():
     opt = {'model_type': 'RealESRNetModel', 'queue_size': 180, 'datasets': {'train': {'batch_size_per_gpu': 7}}}
     with pytest.raises(OptionError, match=r'^queue_size: 180 is not a multiple of datasets.train.batch_size_per_gpu'):
