@@ -1,7 +1,7 @@
 """LIPT as the generator of BasicSR's own training option files: train a few iterations of each and check the result.
 
-    python benchmarks/drop_in.py [--iters 4] [--ema-decay 0.05] [--only SRModel ...] [--cpu-sized] [--score]
-                                 [--time-validation]
+    python benchmarks/drop_in.py [--iters 4] [--ema-decay 0.05] [--only SRModel ...] [--zero-init] [--cpu-sized]
+                                 [--score] [--time-validation]
 
 BasicSR 1.4.2's option files (copies in ``$LIPT_SHARED/basicsr_options``, default ``../shared``) stand for an
 experiment a user already runs. :func:`adapt` changes only what any user must, and the network:
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--only', nargs='+', choices=sorted(STOCK), help='model types to run (default: all)')
     parser.add_argument('--out', type=Path, default=Path('drop_in_runs'), help='working folder (default drop_in_runs)')
     parser.add_argument('--time-validation', action='store_true', help='time fused vs unfused validation')
+    parser.add_argument('--zero-init', action='store_true', help='network_g.zero_init_residual: true (README)')
     parser.add_argument('--cpu-sized', action='store_true', help="Real-ESRGAN: 4 pairs of 128-pixel patches a batch")
     parser.add_argument('--score', action='store_true',
                         help="Set5 Y-PSNR of params, params_ema, and params_ema with BasicSR's stale BatchNorm stats")
@@ -266,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         opt = with_validation(adapt(stock_options(model_type), data, args.iters, name), data)
         if args.cpu_sized:
             opt = cpu_sized(opt)
+        if args.zero_init:
+            opt['network_g']['zero_init_residual'] = True
         opt['train']['ema_decay'] = args.ema_decay
         option_file = root / f'{name}.yml'
         option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
