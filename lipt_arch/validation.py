@@ -231,16 +231,25 @@ def check_lipt_options(opt: Mapping[str, Any]) -> None:
                 raise OptionError(f'{section}.{key}: must be true or false, got {value!r}')
     _check_speed(opt.get('train') or {}, opt.get('model_type'))
     _check_val_precision(opt.get('val') or {})
+    _check_train_values(opt.get('train') or {})
     _check_model_type(opt)
 
 
-def _check_model_type(opt: Mapping[str, Any]) -> None:
-    """``train.ema_decay`` in [0, 1), and what BasicSR's model types need from the options: SwinIRModel pads to
-    ``network_g.window_size`` (LIPT pads itself and needs no such key); Real-ESRGAN's models keep a pool of
-    ``queue_size`` pairs, filled a batch at a time."""
-    decay = (opt.get('train') or {}).get('ema_decay', 0)
+def _check_train_values(train: Mapping[str, Any]) -> None:
+    """``train.ema_decay`` in [0, 1) and the optimizers' learning rates > 0."""
+    decay = train.get('ema_decay', 0)
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise OptionError(f'train.ema_decay: must be a number in [0, 1) (0: no EMA network), got {decay!r}')
+    for optimizer in ('optim_g', 'optim_d'):
+        lr = (train.get(optimizer) or {}).get('lr')
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            raise OptionError(f'train.{optimizer}.lr: must be a number > 0 (e.g. !!float 2e-4), got {lr!r}')
+
+
+def _check_model_type(opt: Mapping[str, Any]) -> None:
+    """What BasicSR's model types need from the options: SwinIRModel pads to ``network_g.window_size`` (LIPT pads
+    itself and needs no such key); Real-ESRGAN's models keep a pool of ``queue_size`` pairs, filled a batch at a
+    time."""
     model_type, net = opt.get('model_type'), opt.get('network_g') or {}
     is_lipt = str(net.get('type', '')).startswith('LIPT')
     if model_type == 'SwinIRModel' and not is_lipt and 'window_size' not in net:

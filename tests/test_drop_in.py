@@ -136,6 +136,12 @@ def test_ema_decay_outside_zero_one_is_refused(decay):
         check_lipt_options({'train': {'ema_decay': decay}})
 
 
+@pytest.mark.parametrize('lr', ['5e-3x', -1.0, 0, True])
+def test_learning_rate_must_be_positive(lr):
+    with pytest.raises(OptionError, match=r'^train.optim_d.lr: must be a number > 0'):
+        check_lipt_options({'train': {'optim_g': {'lr': 1e-4}, 'optim_d': {'lr': lr}}})
+
+
 def test_missing_realesrgan_meta_info_is_one_line(tmp_path):
     from lipt_arch.validation import check_options
 
