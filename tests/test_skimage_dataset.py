@@ -82,6 +82,23 @@ def test_paired_memory_dataset_rejects_empty():
         PairedMemoryDataset([], 2)
 
 
+def test_images_smaller_than_the_patch_are_refused_or_skipped(tmp_path):
+    import cv2
+
+    for name, size in (('small', 40), ('large', 64)):
+        cv2.imwrite(str(tmp_path / f'{name}.png'), np.full((size, size, 3), 128, np.uint8))
+    opt = {'name': 'hr', 'type': 'BicubicSRDataset', 'dataroot_gt': str(tmp_path), 'scale': 2, 'phase': 'train',
+           'gt_size': 48}
+    with pytest.raises(ValueError, match=r'gt_size 48 is larger than image\(s\) small \(skip_smaller: true'):
+        build_dataset(opt)
+    dataset = build_dataset({**opt, 'skip_smaller': True})
+    assert len(dataset) == 1 and dataset.skipped == ['small'] and dataset[0]['gt'].shape == (3, 48, 48)
+    with pytest.raises(ValueError, match='larger than every image'):
+        build_dataset({**opt, 'skip_smaller': True, 'gt_size': 96})
+    with pytest.raises(ValueError, match="'skip_smaller' must be true or false"):
+        build_dataset({**opt, 'skip_smaller': 'yes'})
+
+
 def test_set5_bicubic_psnr_matches_the_literature():
     """Bicubic x2 on Set5 is 33.66-33.69 dB (Y channel) in the SR literature: the protocol is the usual one."""
     pairs = load_folder_pairs(shared_path('datasets', 'Set5', 'HR'), 2)
