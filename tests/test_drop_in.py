@@ -245,3 +245,16 @@ def test_srmodel_validation_is_basicsr_own_without_lipt_parts(tmp_path):
     model.test = lambda: seen.append(model.net_g_ema is ema_net) or real_test(model)
     model.validation(_loader(opt, 'val'), 1, None, False)
     assert seen and all(seen)
+
+
+@pytest.mark.filterwarnings('ignore::UserWarning')  # bf16 on a CPU without native bf16
+def test_val_dtype_applies_to_a_network_fused_already(tmp_path):
+    from lipt_arch.optimized import OptimizedLIPT
+
+    net = {'type': 'LIPT', 'upscale': 2, 'num_feat': 8, 'num_block': 1, 'window_size': 8, 'deploy': True}
+    model, opt = _model(tmp_path, network_g=net, val={'dtype': 'bf16'})
+    forms = []
+    real_test = model.test
+    model.test = lambda: forms.append(type(model.net_g_ema)) or real_test()
+    model.validation(_loader(opt, 'val'), 1, None, False)
+    assert forms and set(forms) == {OptimizedLIPT}

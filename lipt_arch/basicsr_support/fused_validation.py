@@ -49,24 +49,27 @@ def validation_network(model: Any) -> nn.Module:
 @contextlib.contextmanager
 def fused_for_validation(model: Any) -> Iterator[nn.Module | None]:
     """Swap the validation network of ``model`` for its fused copy for the duration of the block; yields the network
-    validation runs (``None`` when the network has no LIPT parts to fuse and is left in place).
+    validation runs (``None`` when the network is left in place: nothing to fuse, no other form asked for).
 
-    A model may refine the fused network with ``validation_form(fused) -> nn.Module`` (LIPTModel: ``val.dtype``)."""
+    A model may ask for another form of the fused network with ``validation_form(fused) -> nn.Module`` (LIPTModel:
+    ``val.dtype``); it applies to a network that is fused already too."""
     from basicsr.utils import get_root_logger
 
     attribute = validation_attribute(model)
     original = getattr(model, attribute)
     bare = model.get_bare_model(original)
-    if not is_fusable(bare):
-        yield None
-        return
+    fusable, refine = is_fusable(bare), getattr(model, 'validation_form', None)
     start = time.perf_counter()
     with preserved_rng():  # building the fused convs draws initial weights from the global generator
-        fused = reparameterize(bare)
-        if hasattr(model, 'validation_form'):
-            fused = model.validation_form(fused)
-    get_root_logger().info(f'Validation runs the fused {type(bare).__name__} ({attribute}; fused in '
-                           f'{time.perf_counter() - start:.2f} s); the training networks are untouched.')
+        fused = reparameterize(bare) if fusable else bare
+        if refine is not None:
+            fused = refine(fused)
+    if fused is bare:  # nothing to fuse and no other form asked for: BasicSR validates the network as it is
+        yield None
+        return
+    if fusable:
+        get_root_logger().info(f'Validation runs the fused {type(bare).__name__} ({attribute}; fused in '
+                               f'{time.perf_counter() - start:.2f} s); the training networks are untouched.')
     setattr(model, attribute, fused)
     try:
         yield fused
