@@ -1,4 +1,4 @@
-"""How far bf16 autocast moves a trained LIPT's output: PSNR of bf16 against fp32 on real LR images (issue 6).
+"""How far bf16 autocast moves a trained LIPT's output: PSNR of bf16 against fp32 on real LR images.
 
     python benchmarks/bf16_psnr.py --model net_g_deploy_latest.pth   # Set5 HR -> bicubic LR at the model scale
 

@@ -12,7 +12,7 @@ alike; the goals are the medians of per-round ratios, with their range.
 ``--train`` adds the training step (ours eager, compiled, in bf16 AMP (fp16 too on CUDA), the authors' structure); on
 CPU the peak RSS of tiled 4K inference with ``lipt infer`` is added (leave it out with ``--no-memory``). Writes the
 table as markdown (``--markdown``) and the PSNR-vs-latency plot (``--plot``).
-The authors' own figures (issue 6) are quoted in docs/latency.md.
+The authors' own figures are quoted in docs/latency.md.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def peers(scale: int) -> dict[str, Callable[[], nn.Module]]:
     return found
 
 
-BF16_GOALS = {'AMX': 6.0, 'AVX512-BF16': 3.2}  # issue 11: LIPT-Small bf16 vs the authors' fp32, per processor class
+BF16_GOALS = {'AMX': 6.0, 'AVX512-BF16': 3.2}  # target: LIPT-Small bf16 vs the authors' fp32, per processor class
 PEERS_COMPILED = ('SAFMN', 'SPAN')  # with --compile also timed under torch.compile: LIPT-Tiny's compiled peers
 
 
@@ -257,7 +257,7 @@ CUDA_TRAIN_VARIANTS = {  # added on a GPU
     'ours, fp16 AMP': SpeedOptions('fp16'),
     'ours, fp16 AMP + channels_last': SpeedOptions('fp16', channels_last=True),
 }
-AMP_TRAIN_GOALS = (3.0, 2.0)  # issue 12: bf16 AMP step vs the authors' fp32 step, CPUs with AMX / AVX512-BF16 only
+AMP_TRAIN_GOALS = (3.0, 2.0)  # target: bf16 AMP step vs the authors' fp32 step, CPUs with AMX / AVX512-BF16 only
 
 
 def low_precisions(choice: str, device: torch.device) -> tuple[str, ...]:
@@ -359,13 +359,13 @@ def markdown(rows: list[dict], train: list[dict], memory: list[dict], args: argp
                   '| network | peak RSS (MiB) | time (s) |', '|---|---|---|']
         lines += [f"| LIPT-{m['preset'].capitalize()} fused | {m['peak_rss_mib']:.0f} | {m['s_per_image']:.2f} |"
                   for m in memory]
-    lines += ['', 'Goals of issues 6 and 11 (measured ratio / goal):', '']
+    lines += ['', 'Targets (measured ratio / target):', '']
     lines += [f'- {text}: {value}' for text, value in goal_lines(rows, train)]
     return '\n'.join(lines) + '\n'
 
 
 def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]]:
-    """The issue's latency goals as measured ratios (a goal whose rows are missing is left out), and the most that
+    """The latency targets as measured ratios (a goal whose rows are missing is left out), and the most that
     the conv-bound floor allows. Each ratio is :func:`paired_ratio`'s median over the rounds; with more than one
     round its range follows in brackets, and the verdict is the median's."""
     t = {(r['name'], r['dtype']): r for r in rows}
@@ -387,17 +387,17 @@ def goal_lines(rows: list[dict], train: list[dict] = ()) -> list[tuple[str, str]
            tiny_compiled, 1.0) for peer in PEERS_COMPILED],
         *[(f'LIPT-Tiny fp32 3x3 convs alone vs {peer} + torch.compile (upper bound)', (f'{peer} + torch.compile',
            'fp32'), ('LIPT-Tiny: its 3x3 convs alone (conv-bound floor)', 'fp32'), 1.0) for peer in PEERS_COMPILED],
-        ('LIPT-Small int8 vs ours bf16 (issue 11: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),
+        ('LIPT-Small int8 vs ours bf16 (target: on AMX)', ('LIPT-Small fused (ours)', 'bf16'),
          ('LIPT-Small fused, int8 convs (ours, ONNX Runtime)', 'int8'), 1.5),
     ]
     isa = cpu_info()['isa']
     bf16_class = 'AMX' if 'AMX' in isa else 'AVX512-BF16'
     bf16_goal = BF16_GOALS[bf16_class]
-    for suffix in ('', ' + torch.compile'):  # issue 11: bf16 per processor class, and against its own conv floor
+    for suffix in ('', ' + torch.compile'):  # target: bf16 per processor class, and against its own conv floor
         ours = (f'LIPT-Small fused{suffix} (ours)', 'bf16')
-        checks.append((f"LIPT-Small bf16{suffix} vs authors' converted fp32 (issue 11, goal of a CPU with "
+        checks.append((f"LIPT-Small bf16{suffix} vs authors' converted fp32 (target of a CPU with "
                        f'{bf16_class})', converted, ours, bf16_goal))
-        checks.append((f'LIPT-Small bf16 conv floor vs LIPT-Small bf16{suffix} (issue 11: within 1.3x of the floor)',
+        checks.append((f'LIPT-Small bf16 conv floor vs LIPT-Small bf16{suffix} (target: within 1.3x of the floor)',
                        floor_bf16, ours, 1 / 1.3))
         checks += [(f'LIPT-Tiny bf16{suffix} vs {peer} bf16{suffix} (>= 1 means no slower)', (f'{peer}{suffix}',
                     'bf16'), (f'LIPT-Tiny fused{suffix} (ours)', 'bf16'), 1.0) for peer in PEERS_COMPILED]

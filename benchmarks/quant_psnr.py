@@ -28,7 +28,7 @@ from lipt_arch.data.sr_pairs import load_folder_pairs  # noqa: E402
 from lipt_arch.optimized import optimize  # noqa: E402
 from lipt_arch.validation import PRECISIONS  # noqa: E402
 
-GOAL_DB = 0.1  # issue 11: int8 within 0.1 dB of fp32
+GOAL_DB = 0.1  # target: int8 within 0.1 dB of fp32
 
 
 def set_psnr(model: torch.nn.Module, pairs: list, scale: int) -> float:

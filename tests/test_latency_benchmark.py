@@ -33,8 +33,8 @@ def test_latency_table_rows_and_goals(monkeypatch):
     goals = dict(latency.goal_lines(rows))
     assert set(goals) == {"LIPT-Small fp32 vs authors' converted",
                           "LIPT-Small fp32 3x3 convs alone vs authors' converted (upper bound)",
-                          "LIPT-Small bf16 vs authors' converted fp32 (issue 11, goal of a CPU with AVX512-BF16)",
-                          'LIPT-Small bf16 conv floor vs LIPT-Small bf16 (issue 11: within 1.3x of the floor)',
+                          "LIPT-Small bf16 vs authors' converted fp32 (target of a CPU with AVX512-BF16)",
+                          'LIPT-Small bf16 conv floor vs LIPT-Small bf16 (target: within 1.3x of the floor)',
                           "LIPT-Small bf16 3x3 convs alone vs authors' converted fp32 (upper bound)"}
     assert all(value.endswith(('(met)', '(not met)', '(reachable in principle)', '(out of reach on this machine)'))
                for value in goals.values())
@@ -137,7 +137,7 @@ def test_compiled_peer_goals_and_the_floor_against_them():
 
 
 def test_bf16_goals_per_processor_class_and_against_bf16_peers(monkeypatch):
-    """Issue 11: LIPT-Small bf16 >= 6x the authors' fp32 on AMX, >= 3.2x on AVX512-BF16 without it; within 1.3x of
+    """Targets: LIPT-Small bf16 >= 6x the authors' fp32 on AMX, >= 3.2x on AVX512-BF16 without it; within 1.3x of
     its own bf16 conv floor; LIPT-Tiny bf16 no slower than SAFMN and SPAN in bf16, eager and compiled."""
     rows = [dict(name="LIPT-Small converted (authors' structure)", dtype='fp32', seconds=2.0),
             dict(name='LIPT-Small fused (ours)', dtype='bf16', seconds=0.5),
@@ -149,11 +149,11 @@ def test_bf16_goals_per_processor_class_and_against_bf16_peers(monkeypatch):
         monkeypatch.setattr(latency, 'cpu_info', lambda isa=isa: {'isa': isa})
         goals = dict(latency.goal_lines(rows))
         cls = isa[-1]
-        assert goals[f"LIPT-Small bf16 vs authors' converted fp32 (issue 11, goal of a CPU with {cls})"] == \
+        assert goals[f"LIPT-Small bf16 vs authors' converted fp32 (target of a CPU with {cls})"] == \
             f"4.00x / {goal} ({'met' if cls != 'AMX' else 'not met'})"
-        assert goals['LIPT-Small bf16 conv floor vs LIPT-Small bf16 + torch.compile (issue 11: within 1.3x of the '
+        assert goals['LIPT-Small bf16 conv floor vs LIPT-Small bf16 + torch.compile (target: within 1.3x of the '
                      'floor)'] == '0.90x / 0.8x (met)'
-        assert goals['LIPT-Small bf16 conv floor vs LIPT-Small bf16 (issue 11: within 1.3x of the floor)'] == \
+        assert goals['LIPT-Small bf16 conv floor vs LIPT-Small bf16 (target: within 1.3x of the floor)'] == \
             '0.72x / 0.8x (not met)'
         assert goals['LIPT-Tiny bf16 + torch.compile vs SPAN bf16 + torch.compile (>= 1 means no slower)'] == \
             '0.75x / 1.0x (not met)'
