@@ -46,7 +46,7 @@ setup(
         'bench': ['spandrel>=0.4.2', 'matplotlib', 'psutil'],
     },
     entry_points={'console_scripts': [
-        'basicsr = lipt_arch.cli.basicsr_cli:main',
+        'basicsr = lipt_arch.basicsr_support.command:main',
         'lipt = lipt_arch.cli.lipt_cli:main',
     ]},
 )

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         option_file = root / f'{name}.yml'
         option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
         start = time.perf_counter()
-        run = subprocess.run([sys.executable, '-m', 'lipt_arch.cli.basicsr_cli', 'train', '-opt', str(option_file)],
+        run = subprocess.run([sys.executable, '-m', 'lipt_arch.train', '-opt', str(option_file)],
                              cwd=root, env=ENV, capture_output=True, text=True)
         seconds, status = time.perf_counter() - start, run.returncode
         row = {'model_type': model_type, 'stock file': STOCK[model_type], 'exit': status, 'seconds': seconds}

@@ -98,7 +98,7 @@ step_latency() {
 step_train() {
   local work
   work=$(mktemp -d)
-  (cd "$work" && "$PY" -m lipt_arch.cli.basicsr_cli train -opt "$REPO/options/gpu_check_LIPT_x2.yml") || return $?
+  (cd "$work" && "$PY" -m lipt_arch.basicsr_support.command train -opt "$REPO/options/gpu_check_LIPT_x2.yml") || return $?
   find "$work/experiments" -name 'train_*.log' -exec cp {} "$OUT/basicsr_train.log" \;
 }
 

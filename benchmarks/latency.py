@@ -36,10 +36,10 @@ from benchmarks.machine import cpu_info, describe, load_average  # noqa: E402
 from benchmarks.reference_structure import ReferenceLIPT  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch import LIPT, optimize, preset_config, reparameterize  # noqa: E402
-from lipt_arch.inference import DTYPES  # noqa: E402
+from lipt_arch.deploy.inference import DTYPES  # noqa: E402
+from lipt_arch.deploy.optimized import inductor_freezing  # noqa: E402
 from lipt_arch.models import training_speed  # noqa: E402
 from lipt_arch.models.training_speed import SpeedOptions  # noqa: E402
-from lipt_arch.optimized import inductor_freezing  # noqa: E402
 
 # x4 Urban100 PSNR from the paper's table (LIPT_SPEC.md section 5), for the plot.
 PAPER_URBAN100_X4 = {'LIPT-Tiny': 26.16, 'LIPT-Small': 26.57, 'SwinIR-light': 26.47, 'SAFMN': 25.97}

@@ -25,7 +25,7 @@ from benchmarks.sr_eval import psnr_y  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
 from lipt_arch.data.sr_pairs import load_folder_pairs  # noqa: E402
-from lipt_arch.optimized import optimize  # noqa: E402
+from lipt_arch.deploy.optimized import optimize  # noqa: E402
 from lipt_arch.validation import PRECISIONS  # noqa: E402
 
 GOAL_DB = 0.1  # target: int8 within 0.1 dB of fp32

@@ -13,7 +13,7 @@ from lipt_arch.basicsr_support import fixes  # noqa: E402
 fixes.apply()
 from lipt_arch.archs import LIPT, PRESETS, preset_config, reparameterize  # noqa: E402
 from lipt_arch.checkpoints import CheckpointError, load_model, load_official, save_model  # noqa: E402
-from lipt_arch.optimized import OptimizedLIPT, optimize  # noqa: E402
+from lipt_arch.deploy import OptimizedLIPT, optimize  # noqa: E402
 
 __version__ = '0.1.0'
 __all__ = ['LIPT', 'PRESETS', 'CheckpointError', 'OptimizedLIPT', 'archs', 'data', 'load_model', 'load_official',

@@ -1,7 +1,7 @@
 """``python -m lipt_arch.test -opt X.yml [BasicSR flags]``: the same as ``basicsr test``."""
 import sys
 
-from lipt_arch.cli.basicsr_cli import main
+from lipt_arch.basicsr_support.command import main
 
 if __name__ == '__main__':
     sys.exit(main(['test', *sys.argv[1:]]))

@@ -79,7 +79,7 @@ def write_options(opt: dict, path: Path) -> Path:
     return path
 
 
-def start_basicsr(args: list[str], cwd: Path, module: str = 'lipt_arch.cli.basicsr_cli') -> subprocess.Popen:
+def start_basicsr(args: list[str], cwd: Path, module: str = 'lipt_arch.basicsr_support.command') -> subprocess.Popen:
     """Start ``python -m MODULE ARGS`` in ``cwd`` (default: the ``basicsr`` console script's code, no PATH lookup);
     read it with ``.communicate()`` (text)."""
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lipt_arch
-from lipt_arch.cli.basicsr_cli import main
+from lipt_arch.basicsr_support.command import main
 
 from .basicsr_helpers import merge, paired_dataset, start_basicsr, train_options, write_options
 

@@ -184,7 +184,8 @@ def data(tmp_path_factory):
 def _run(opt: dict, root, command: str = 'train') -> subprocess.CompletedProcess:
     option_file = root / f'{opt["name"]}.yml'
     option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return subprocess.run([sys.executable, '-m', 'lipt_arch.cli.basicsr_cli', command, '-opt', str(option_file)],
+    return subprocess.run([sys.executable, '-m', 'lipt_arch.basicsr_support.command', command, '-opt',
+                           str(option_file)],
                           cwd=root, env={**drop_in.ENV, 'OMP_NUM_THREADS': '2'}, capture_output=True, text=True,
                           timeout=900)
 
@@ -249,7 +250,7 @@ def test_srmodel_validation_is_basicsr_own_without_lipt_parts(tmp_path):
 
 @pytest.mark.filterwarnings('ignore::UserWarning')  # bf16 on a CPU without native bf16
 def test_val_dtype_applies_to_a_network_fused_already(tmp_path):
-    from lipt_arch.optimized import OptimizedLIPT
+    from lipt_arch.deploy.optimized import OptimizedLIPT
 
     net = {'type': 'LIPT', 'upscale': 2, 'num_feat': 8, 'num_block': 1, 'window_size': 8, 'deploy': True}
     model, opt = _model(tmp_path, network_g=net, val={'dtype': 'bf16'})

@@ -1,4 +1,4 @@
-"""lipt_arch.equalize: cross-layer equalization is exact in float and evens out the channel ranges it targets."""
+"""lipt_arch.deploy.equalize: cross-layer equalization is exact in float and evens out the channel ranges it targets."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import torch
 
 from lipt_arch import LIPT, reparameterize
 from lipt_arch.archs import HRM, NVSMAttention
-from lipt_arch.equalize import MIN_RANGE_RATIO, channel_ranges, equalize, equalizing_scale
+from lipt_arch.deploy.equalize import MIN_RANGE_RATIO, channel_ranges, equalize, equalizing_scale
 
 from .conftest import randomize_
 

@@ -53,7 +53,7 @@ def test_graph_is_dynamic_and_has_no_boolean_indexing(exported):
 
 
 def test_check_onnx_reports_the_parity(exported):
-    from lipt_arch.export import check_onnx
+    from lipt_arch.deploy.export import check_onnx
 
     model, path = exported
     assert check_onnx(model, path) <= 1e-4
@@ -62,7 +62,7 @@ def test_check_onnx_reports_the_parity(exported):
 def test_window16_without_sharing_exports(tmp_path):
     """The scaled_dot_product_attention path (window 16, shared_depth 0) exports with dynamic sizes too."""
     from lipt_arch import reparameterize
-    from lipt_arch.export import check_onnx, export_onnx
+    from lipt_arch.deploy.export import check_onnx, export_onnx
 
     net = reparameterize(randomize_(LIPT(upscale=2, num_feat=8, num_block=1, shared_depth=0, window_size=16), seed=3))
     path = tmp_path / 'w16.onnx'

@@ -1,4 +1,4 @@
-"""lipt_arch.inference: tiling (coverage, equality with untiled inference), image kinds, device and precision."""
+"""lipt_arch.deploy.inference: tiling (coverage, equality with untiled inference), image kinds, device and precision."""
 import warnings
 
 import cv2
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lipt_arch import LIPT, reparameterize
-from lipt_arch.inference import resolve_device, resolve_dtype, tile_grid, tiled_forward, upscale_array
+from lipt_arch.deploy.inference import resolve_device, resolve_dtype, tile_grid, tiled_forward, upscale_array
 
 from .conftest import randomize_
 

@@ -11,15 +11,14 @@ from .conftest import REPO
 PACKAGE = REPO / 'lipt_arch'
 # Layers, lowest first: a module imports only modules of a lower layer or of its own subpackage.
 LAYERS = [
-    ('lipt_arch.errors', 'lipt_arch.registration', 'lipt_arch.bundled_options'),
+    ('lipt_arch.errors', 'lipt_arch.basicsr_support.registration', 'lipt_arch.basicsr_support.bundled_options'),
     ('lipt_arch.archs', 'lipt_arch.image_io', 'lipt_arch.visualization'),
-    ('lipt_arch.checkpoints', 'lipt_arch.validation', 'lipt_arch.inference', 'lipt_arch.export', 'lipt_arch.metrics',
-     'lipt_arch.equalize'),
+    ('lipt_arch.checkpoints', 'lipt_arch.validation', 'lipt_arch.metrics'),
     ('lipt_arch.data', 'lipt_arch.basicsr_support'),
-    ('lipt_arch.zoo', 'lipt_arch.integrations', 'lipt_arch.optimized'),  # pretrained models, spandrel, fast forms
+    ('lipt_arch.zoo', 'lipt_arch.integrations', 'lipt_arch.deploy'),  # pretrained models, spandrel, deployment
     ('lipt_arch.models',),
     ('lipt_arch',),  # the package: imports the layers below so that `import lipt_arch` registers everything
-    ('lipt_arch.cli',),
+    ('lipt_arch.cli', 'lipt_arch.basicsr_support.command'),  # the `lipt` and `basicsr` commands
     ('lipt_arch.train', 'lipt_arch.test'),  # `python -m lipt_arch.train|test`: the basicsr command
 ]
 
@@ -61,11 +60,14 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _layer(name: str) -> tuple[int, str]:
-    for rank, members in enumerate(LAYERS):
-        for member in sorted(members, key=len, reverse=True):
-            if name == member or (member != 'lipt_arch' and name.startswith(member + '.')):
-                return rank, member
-    raise AssertionError(f'{name} is in no layer of tests/test_layout.py: add it')
+    """The layer of ``name``: that of the longest member it is or lies inside (a submodule may sit in another layer
+    than its package, e.g. ``basicsr_support.command``)."""
+    matches = [(len(member), rank, member) for rank, members in enumerate(LAYERS) for member in members
+               if name == member or (member != 'lipt_arch' and name.startswith(member + '.'))]
+    if not matches:
+        raise AssertionError(f'{name} is in no layer of tests/test_layout.py: add it')
+    _, rank, member = max(matches)
+    return rank, member
 
 
 def test_no_import_circle():
@@ -109,6 +111,13 @@ def test_every_module_imports_in_a_fresh_interpreter():
 
 
 def test_old_module_paths_are_gone():
-    for old in ('checkpoint', 'loading', 'official', 'compat', 'basicsr_fixes', 'resume', 'options_check'):
+    for old in ('checkpoint', 'loading', 'official', 'compat', 'basicsr_fixes', 'resume', 'options_check', 'optimized',
+                'equalize', 'export', 'inference', 'registration', 'bundled_options'):
         assert not (PACKAGE / f'{old}.py').exists(), old
     assert not (PACKAGE / 'archs' / 'zero_init_arch.py').exists()
+
+
+def test_few_modules_at_the_top():
+    """The top of the package keeps only what every layer shares; jobs live in their subpackages."""
+    loose = sorted(p.name for p in PACKAGE.glob('*.py') if p.name != '__init__.py')
+    assert len(loose) <= 8, loose

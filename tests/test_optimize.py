@@ -15,7 +15,7 @@ import torch
 
 from lipt_arch import LIPT, OptimizedLIPT, optimize, reparameterize, save_model
 from lipt_arch.cli.lipt_cli import main
-from lipt_arch.optimized import calibration_inputs, quantize_int8
+from lipt_arch.deploy.optimized import calibration_inputs, quantize_int8
 
 from .conftest import randomize_, shared_path
 
@@ -205,7 +205,7 @@ def test_int8_of_the_shipped_model_stays_close_to_fp32():
     """The shipped LIPT-Tiny x4 calibrated on T91, on LR crops of other training images: int8 output at least 47 dB
     PSNR from fp32 (50.3-52.2 dB measured with min/max ranges); without equalization and the float residual stream
     40.2-40.7 dB."""
-    from lipt_arch.optimized import _ort_session
+    from lipt_arch.deploy.optimized import _ort_session
     from lipt_arch.zoo import load_pretrained
 
     model = load_pretrained('lipt-tiny-x4')

@@ -11,8 +11,8 @@ import zipfile
 
 import pytest
 
-from lipt_arch.bundled_options import OptionNotFoundError, bundled_options, options_dir, resolve_option
-from lipt_arch.cli.basicsr_cli import _with_option_path
+from lipt_arch.basicsr_support.bundled_options import OptionNotFoundError, bundled_options, options_dir, resolve_option
+from lipt_arch.basicsr_support.command import _with_option_path
 from lipt_arch.cli.lipt_cli import main as lipt_main
 
 from .conftest import REPO
@@ -76,7 +76,7 @@ def test_wheel_ships_the_options_and_finds_them(tmp_path):
     assert 'lipt_arch/integrations/spandrel.py' in names and not any(n.startswith('tests/') for n in names)
     installed = tmp_path / 'site'
     zipfile.ZipFile(wheel).extractall(installed)
-    probe = ('from lipt_arch.bundled_options import options_dir, resolve_option; '
+    probe = ('from lipt_arch.basicsr_support.bundled_options import options_dir, resolve_option; '
              'print(options_dir()); print(resolve_option("demo"))')
     out = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, capture_output=True, text=True,
                          env={'PYTHONPATH': str(installed), 'PATH': '/usr/bin:/bin'})

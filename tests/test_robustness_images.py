@@ -13,8 +13,8 @@ from PIL import Image
 
 import lipt_arch
 from lipt_arch import LIPT, save_model
+from lipt_arch.basicsr_support.command import main as basicsr_main
 from lipt_arch.checkpoints import CheckpointError
-from lipt_arch.cli.basicsr_cli import main as basicsr_main
 from lipt_arch.cli.lipt_cli import main as lipt_main
 
 from .basicsr_helpers import train_options, write_options

@@ -26,7 +26,7 @@ KILLER = '''import os, signal, sys
 import torch
 import lipt_arch
 from basicsr.models.sr_model import SRModel
-from lipt_arch.cli.basicsr_cli import main
+from lipt_arch.basicsr_support.command import main
 from lipt_arch.models.lipt_model import LIPTModel
 
 kill_at, kill_save = int(os.environ.get('KILL_AT', 0)), os.environ.get('KILL_SAVE', '')

@@ -12,8 +12,8 @@ import torch
 import yaml
 from basicsr.losses.basic_loss import L1Loss
 
+from lipt_arch.basicsr_support.command import main
 from lipt_arch.checkpoints import read_checkpoint
-from lipt_arch.cli.basicsr_cli import main
 from lipt_arch.errors import NonFiniteLossError
 from lipt_arch.models.lipt_model import LIPTModel
 from lipt_arch.validation import check_lipt_options

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipt_arch.cli.basicsr_cli import main
+from lipt_arch.basicsr_support.command import main
 
 from .basicsr_helpers import make_pairs, train_options, write_options
 from .conftest import REPO

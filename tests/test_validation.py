@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lipt_arch.cli.basicsr_cli import main as basicsr_main
+from lipt_arch.basicsr_support.command import main as basicsr_main
 from lipt_arch.cli.lipt_cli import main as lipt_main
 from lipt_arch.errors import OptionError
 from lipt_arch.validation import check_raw_options, positive_option

@@ -1,5 +1,5 @@
 """LIPT network parts. Importing this package registers every ``*_arch.py`` (and the presets) with BasicSR."""
-from lipt_arch.registration import import_modules
+from lipt_arch.basicsr_support.registration import import_modules
 
 from .hrm import HRM, RepConv3x3, compile_rep_convs
 from .lipt_arch import LIPT, zero_init_residual_

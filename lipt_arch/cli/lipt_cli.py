@@ -24,11 +24,11 @@ from lipt_arch.checkpoints import (
     matching_preset,
     save_model,
 )
+from lipt_arch.deploy.export import check_onnx, export_onnx
+from lipt_arch.deploy.inference import resolve_device, upscale_array
+from lipt_arch.deploy.optimized import calibration_inputs, optimize
 from lipt_arch.errors import CheckpointError, ImageError, OptionError
-from lipt_arch.export import check_onnx, export_onnx
 from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, fit_to_format, is_image_path, read_image, write_image
-from lipt_arch.inference import resolve_device, upscale_array
-from lipt_arch.optimized import calibration_inputs, optimize
 from lipt_arch.validation import check_lipt_args
 
 EXIT_FAILURE = 1
@@ -300,7 +300,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_int8(args: argparse.Namespace, loaded: LoadedModel) -> int:
-    from lipt_arch.export import onnx_psnr
+    from lipt_arch.deploy.export import onnx_psnr
     if args.opset != 18:
         raise CliError('--opset: the int8 export is written at opset 18 (ONNX Runtime\'s quantizer), leave it out')
     model = optimize(loaded.model, 'int8', 'cpu', calibration=args.calibration)
@@ -353,7 +353,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> int:
-    from lipt_arch.bundled_options import ALIASES, bundled_options, options_dir, resolve_option
+    from lipt_arch.basicsr_support.bundled_options import ALIASES, bundled_options, options_dir, resolve_option
 
     if args.name is not None:
         print(resolve_option(args.name))

@@ -1,4 +1,4 @@
 """Registers every `*_dataset.py` in this folder with BasicSR on import."""
-from lipt_arch.registration import import_modules
+from lipt_arch.basicsr_support.registration import import_modules
 
 _modules = import_modules(__name__, __file__, '_dataset.py')

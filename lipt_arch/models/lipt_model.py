@@ -25,9 +25,9 @@ from torch import nn
 
 from lipt_arch.basicsr_support.resume import preserved_rng
 from lipt_arch.checkpoints import load_weights, read_checkpoint, unwrap_state_dict
+from lipt_arch.deploy.optimized import optimize
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 from lipt_arch.models import training_speed
-from lipt_arch.optimized import optimize
 from lipt_arch.visualization import side_by_side
 
 

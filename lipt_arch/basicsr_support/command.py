@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import yaml
 
 import lipt_arch  # noqa: F401  (registers LIPT; its basicsr_support.fixes check the options as basicsr parses them)
-from lipt_arch.bundled_options import OptionNotFoundError, resolve_option
+from lipt_arch.basicsr_support.bundled_options import OptionNotFoundError, resolve_option
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 
 COMMANDS = {

@@ -3,7 +3,7 @@
 - fp32, bf16, fp16: the fused network (reparameterized if given in training form) in PyTorch, weights cast to the
   precision, channels-last convs; optionally ``torch.compile`` with Inductor freezing (weights become constants,
   oneDNN prepacks them and fuses conv + ReLU / add).
-- int8 (CPU): the fused network, its channel ranges equalized (:mod:`lipt_arch.equalize`), exported to ONNX and
+- int8 (CPU): the fused network, its channel ranges equalized (:mod:`lipt_arch.deploy.equalize`), exported to ONNX and
   quantized statically with ONNX Runtime: every 3x3 (and 1x1) conv of the body in int8 with per-channel weight
   scales and per-tensor activation scales calibrated on LR crops of real images (:func:`calibration_inputs`); head
   and tail convs, attention and the residual stream with its adds stay fp32 (:func:`quantize_int8`). Chosen
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .archs import reparameterize
-from .archs.hrm import has_cpp_compiler
-from .archs.lipt_arch import memory_format_of
+from ..archs import reparameterize
+from ..archs.hrm import has_cpp_compiler
+from ..archs.lipt_arch import memory_format_of
+from ..validation import PRECISIONS
 from .inference import resolve_device, resolve_dtype
-from .validation import PRECISIONS
 
 CALIBRATION_CROPS = 32  # LR crops used to calibrate the activation scales
 CALIBRATION_CROP_SIZE = 64  # LR pixels (a multiple of both window sizes)
@@ -168,7 +168,7 @@ def calibration_inputs(folder: str | os.PathLike, config: dict[str, Any], count:
     the smallest height and width among the images, modcropped to the scale), bicubic-downsampled (MATLAB-style,
     8-bit rounded) as the model's training LR was, so h = w = ``size`` unless every image is smaller. 1-channel
     models get the luma (BT.601). One size because the percentile calibration pools same-shaped activations."""
-    from .data.sr_pairs import bicubic_downsample, list_images, read_rgb_uint8
+    from ..data.sr_pairs import bicubic_downsample, list_images, read_rgb_uint8
 
     scale, channels = config['upscale'], config['num_in_ch']
     if channels not in (1, 3):
@@ -207,7 +207,7 @@ def quantize_int8(fused: nn.Module, calibration: Sequence[Tensor], equalize: boo
     AVX-512: ``vpmaddubsw``) from saturating 16 bits; measured on AVX2 it loses less PSNR than the full range.
 
     ``equalize``: first rescale the residual stream's and each HRM's inner channels to equal ranges on the
-    calibration inputs (:func:`lipt_arch.equalize.equalize`, exact in float). ``float_residual``: the residual
+    calibration inputs (:func:`lipt_arch.deploy.equalize.equalize`, exact in float). ``float_residual``: the residual
     stream stays float32 (the adds read the float tensors; only the convs' inputs are quantized) instead of being
     re-rounded to uint8 after every add (ONNX Runtime's ``QLinearAdd``). Shipped LIPT-Tiny x4, Set5: -0.24 dB
     without both, -0.02 dB with both (docs/precision.md); the float adds cost 5-15 % of the int8 speed.

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .archs import HRM, NVSMAttention
+from ..archs import HRM, NVSMAttention
 
 MIN_RANGE_RATIO = 1e-2  # a channel quieter than this fraction of the loudest one is scaled as if it were this loud
 
@@ -73,7 +73,7 @@ def _scale_in(conv: nn.Conv2d, factor: Tensor) -> None:
 
 def equalize(model: nn.Module, inputs: Sequence[Tensor]) -> nn.Module:
     """A copy of the fused LIPT ``model`` (fp32, left untouched) with its residual stream and its HRMs' inner tensors
-    equalized on ``inputs`` ((1, C_in, h, w) in [0, 1], e.g. :func:`~lipt_arch.optimized.calibration_inputs`): the
+    equalized on ``inputs`` ((1, C_in, h, w) in [0, 1], e.g. :func:`.optimized.calibration_inputs`): the
     same function (float rounding aside), per-channel ranges made equal. Raises ValueError for a training-form
     model (fuse it first) or no inputs."""
     if not model.config.get('deploy'):

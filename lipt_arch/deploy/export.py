@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from .archs import LIPT, reparameterize
+from ..archs import LIPT, reparameterize
 
 
 def export_onnx(model: LIPT, path: str | os.PathLike, opset: int = 18, sample_size: tuple[int, int] = (37, 45)

@@ -19,7 +19,7 @@ class OptionNotFoundError(FileNotFoundError):
 def options_dir() -> Path:
     """The folder of the bundled option files: ``lipt_arch/options`` in an installed wheel, else the repository's
     ``options/`` (source checkout or editable install)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     installed = package / 'options'
     return installed if installed.is_dir() else package.parent / 'options'
 
