@@ -5,7 +5,7 @@
 
 Busy rule: a run is flagged when the 1-minute load average, before or after, exceeds half the logical CPU count
 (``BUSY_LOAD_PER_CPU``). A benchmark on 1-2 threads then competes with other work for cores, memory bandwidth and
-cache, and its times are not comparable with an idle run's (earlier tables here were taken at load 9-16 on 2 cores).
+cache, and its times are not comparable with an idle run's.
 """
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ STANDARD_SETS = [  # (test option, dataset name, folder under shared/datasets)
 @pytest.mark.parametrize('option,name,folder', STANDARD_SETS, ids=[s[1] for s in STANDARD_SETS])
 def test_fused_validation_on_two_images_of_each_standard_set(option, name, folder, tmp_path):
     if not (SHARED / 'datasets' / folder).exists() and not_yet_delivered(name):
-        pytest.skip(f'{name} is not in shared/datasets yet (SOURCES.md: arrives in a later update)')  # even in CI
+        pytest.skip(f'{name} is not in shared/datasets (SOURCES.md lists it as not delivered)')  # even in CI
     root = shared_path('datasets', folder)
     opt = load(option)
     (dataset_opt,) = [copy.deepcopy(d) for d in opt['datasets'].values() if d['name'] == name]
