@@ -89,8 +89,9 @@ def _triplets(model: Any, dataloader, current_iter: int) -> Iterator[None]:
     if not (model.opt.get('val') or {}).get('save_triplets'):
         yield
         return
-    from basicsr.utils import imwrite, tensor2img
+    from basicsr.utils import tensor2img
 
+    from lipt_arch.image_io import write_image
     from lipt_arch.visualization import side_by_side
 
     dataset = dataloader.dataset.opt['name']
@@ -111,7 +112,8 @@ def _triplets(model: Any, dataloader, current_iter: int) -> Iterator[None]:
             lq = tensor2img([out['lq']])
             factor = max(1, sr.shape[0] // max(1, lq.shape[0]))
             lq = np.repeat(np.repeat(lq, factor, axis=0), factor, axis=1)
-            imwrite(side_by_side([lq, sr, gt]), os.path.join(folder, f'{names[-1]}_{current_iter}_LQ_SR_GT.png'))
+            os.makedirs(folder, exist_ok=True)  # atomic: a failed write keeps an older panel of that name whole
+            write_image(os.path.join(folder, f'{names[-1]}_{current_iter}_LQ_SR_GT.png'), side_by_side([lq, sr, gt]))
         return out
 
     model.feed_data, model.get_current_visuals = feed, visuals

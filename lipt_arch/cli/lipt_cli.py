@@ -28,7 +28,17 @@ from lipt_arch.deploy.export import check_onnx, export_onnx
 from lipt_arch.deploy.inference import resolve_device, upscale_array
 from lipt_arch.deploy.optimized import calibration_inputs, optimize
 from lipt_arch.errors import CheckpointError, ImageError, OptionError
-from lipt_arch.image_io import IMAGE_EXTENSIONS, check_extension, fit_to_format, is_image_path, read_image, write_image
+from lipt_arch.image_io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    check_extension,
+    check_not_input,
+    check_output_memory,
+    fit_to_format,
+    is_image_path,
+    read_image,
+    write_image,
+)
 from lipt_arch.validation import check_lipt_args
 
 EXIT_FAILURE = 1
@@ -53,6 +63,17 @@ def _calibration_option(parser: argparse.ArgumentParser) -> None:
                              'scales; never a test set')
 
 
+def _pixel_count(text: str) -> int:
+    """``--max-pixels``: an integer >= 0 (``_`` separators allowed, e.g. 250_000_000)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0 (0 = no limit), got {text!r}')
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='lipt', description='LIPT super-resolution: run, convert, export, inspect.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -71,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the network (fp32 / bf16 / fp16; the first tile of each size compiles)')
     _calibration_option(p)
+    p.add_argument('--max-pixels', type=_pixel_count, default=DEFAULT_MAX_PIXELS, metavar='N',
+                   help=f'refuse input images of more than N pixels (width x height), read from the file header '
+                        f'before decoding, and outputs that would not fit in the available memory (default '
+                        f'{DEFAULT_MAX_PIXELS:_} = {DEFAULT_MAX_PIXELS // 10**6} megapixels; 0 = no limits)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars and no model line')
     _model_options(p)
 
@@ -193,6 +218,8 @@ def _infer(args: argparse.Namespace) -> int:
             raise CliError(f'{args.output}: output folder is the input folder (images would be overwritten)')
         out_dir = _output_folder(Path(args.output))
         jobs = [(p, out_dir / p.name) for p in images]
+        for src, dst in jobs:
+            check_not_input(dst, [src])  # e.g. a hard link to the input: refused before anything is written
     else:
         check_extension(source)
         target = Path(args.output)
@@ -201,8 +228,7 @@ def _infer(args: argparse.Namespace) -> int:
         else:
             check_extension(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-        if target.resolve() == source.resolve():
-            raise CliError(f'{target}: output would overwrite the input')
+        check_not_input(target, [source])
         jobs = [(source, target)]
 
     device = resolve_device(args.device)
@@ -259,13 +285,15 @@ def _one_line(err: Exception, src: Path) -> str:
 
 
 def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Namespace, device: torch.device) -> None:
-    img = read_image(src)
+    img = read_image(src, args.max_pixels or None)
+    if args.max_pixels:
+        check_output_memory(src, img.shape, img.dtype.itemsize, int(model.upscale))
     out = upscale_array(model, img, args.tile, args.tile_pad, progress=not args.quiet, device=device,
                         dtype=torch.float32)  # the optimized model takes float32 tiles and casts them itself
     out, notes = fit_to_format(out, dst.suffix.lower())
     for note in notes:
         _note(f'warning: {dst}: {note}')
-    write_image(dst, out)
+    write_image(dst, out, inputs=[src])
 
 
 # ------------------------------------------------------------------------------------------- convert, export, info
@@ -285,6 +313,7 @@ def _export(args: argparse.Namespace) -> int:
                        f'opset 18); run {args.dtype} in PyTorch: lipt infer --dtype {args.dtype}')
     _check_calibration(args)
     loaded = _load(args)
+    check_not_input(args.onnx, [args.model])
     if args.dtype == 'int8':
         return _export_int8(args, loaded)
     export_onnx(loaded.model, args.onnx, opset=args.opset)

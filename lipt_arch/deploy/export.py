@@ -12,12 +12,14 @@ import os
 import torch
 
 from ..archs import LIPT, reparameterize
+from ..image_io import atomic_write
 
 
 def export_onnx(model: LIPT, path: str | os.PathLike, opset: int = 18, sample_size: tuple[int, int] = (37, 45)
                 ) -> None:
     """Write ``model`` (fused first if needed) to ONNX at ``path``: input ``image`` (B, C_in, H, W) float32 in
-    [0, 1], output ``output`` (B, C_out, H * scale, W * scale); B, H and W dynamic."""
+    [0, 1], output ``output`` (B, C_out, H * scale, W * scale); B, H and W dynamic. Written atomically
+    (:func:`lipt_arch.image_io.atomic_write`): a failed write keeps an existing file and leaves no partial one."""
     net = copy.deepcopy(model).float().cpu()
     net = (net if net.config.get('deploy') else reparameterize(net)).eval()
     sample = torch.rand(2, model.config['num_in_ch'], *sample_size)  # sizes of 1 would be specialised
@@ -26,7 +28,7 @@ def export_onnx(model: LIPT, path: str | os.PathLike, opset: int = 18, sample_si
         program = torch.onnx.export(net, (sample,), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
                                     input_names=['image'], output_names=['output'], external_data=False,
                                     verbose=False)
-    program.save(os.fspath(path))
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
 
 def check_onnx(model: LIPT, path: str | os.PathLike, sizes: tuple[tuple[int, int], ...] = ((19, 27), (40, 33)),
