@@ -7,7 +7,8 @@
    Ours reads the state on CPU (``Optimizer.load_state_dict`` moves it to the parameters' device) from
    ``opt['path']['training_states']`` (under the pipeline's ``root_path``).
 2. Same function, torch >= 2.6: resume states are read with ``weights_only=True`` through
-   :func:`lipt_arch.checkpoints.read_checkpoint` (clear one-line errors naming the file). A resume state holds only
+   :func:`lipt_arch.checkpoints.read_checkpoint` (clear one-line errors naming the file; a zip archive whose
+   entries fail their CRC-32, e.g. a bit flipped on disk, is refused before it is unpickled). A resume state holds only
    tensors, numbers, lists, dicts and ``collections.Counter`` (``MultiStepRestartLR.milestones``); Counter is
    allowlisted explicitly for torch versions whose weights-only unpickler lacks it. Nothing else is allowed.
 3. ``--launcher pytorch`` without CUDA: 1.4.2's ``init_dist`` divides the rank by ``torch.cuda.device_count()``

@@ -14,8 +14,8 @@ from torch import nn
 from lipt_arch.archs import LIPT, reparameterize
 from lipt_arch.errors import CheckpointError
 
-from .files import load_weights, read_checkpoint, unwrap_state_dict
-from .lipt_format import infer_lipt_config, load_model
+from .files import check_weights, load_weights, read_checkpoint, unwrap_state_dict
+from .lipt_format import infer_lipt_config, model_from_checkpoint
 from .official import official_model
 
 # LIPT options that leave no trace in the weights; a BasicSR experiment's option file records them
@@ -50,19 +50,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_any(path: str | os.PathLike | Mapping[str, Any], upscale: int | None = None, window_size: int | None = None
-             ) -> LoadedModel:
-    """Open ``path`` (any kind in :data:`KINDS`; or such a checkpoint already in memory), check ``upscale`` /
-    ``window_size`` when given, and fuse.
+def load_any(path: str | os.PathLike | Mapping[str, Any], upscale: int | None = None, window_size: int | None = None,
+             source: str | None = None) -> LoadedModel:
+    """Open ``path`` (any kind in :data:`KINDS`; or such a checkpoint already in memory, named ``source`` in errors),
+    check ``upscale`` / ``window_size`` when given, and fuse.
 
-    Raises :class:`~lipt_arch.errors.CheckpointError` with a one-line message naming the file.
+    Every kind passes :func:`~lipt_arch.checkpoints.files.check_weights` before a network is built. Raises
+    :class:`~lipt_arch.errors.CheckpointError` with a one-line message naming the file.
     """
     in_memory = isinstance(path, Mapping)
-    source = 'state dict' if in_memory else os.fspath(path)
+    source = source or ('state dict' if in_memory else os.fspath(path))
     raw = path if in_memory else read_checkpoint(source)
     options: dict[str, Any] = {}
     if isinstance(raw, Mapping) and isinstance(raw.get('config'), Mapping):
-        model, kind = load_model(raw if in_memory else source), 'fused'
+        model, kind = model_from_checkpoint(raw, source), 'fused'
         _check(source, model.config, upscale, window_size)
     else:
         state = unwrap_state_dict(raw, source)
@@ -129,8 +130,13 @@ def _load_training(state: dict, source: str, upscale: int | None, window_size: i
     try:
         overrides = {k: v for k, v in options.items() if k != 'window_size'}
         config = infer_lipt_config(state, upscale, window_size or options.get('window_size'), **overrides)
-        model = LIPT(**config)
     except (CheckpointError, ValueError, TypeError) as err:
         raise CheckpointError(f'{source}: {err}') from None
-    load_weights(model, state, source, f'the LIPT inferred from them ({config})')
+    target = f'the LIPT inferred from them ({config})'
+    check_weights(source, state, config, target)  # before LIPT(**config): the key names may claim a huge network
+    try:
+        model = LIPT(**config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f'{source}: {err}') from None
+    load_weights(model, state, source, target)
     return model.eval()

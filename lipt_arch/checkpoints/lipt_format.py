@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -13,46 +13,60 @@ from lipt_arch.archs import LIPT, PRESETS, reparameterize
 from lipt_arch.archs.lipt_arch import SCALES
 from lipt_arch.errors import CheckpointError
 
-from .files import PathOrState, load_weights, read_checkpoint, unwrap_state_dict, write_checkpoint
+from .files import PathOrState, check_weights, load_weights, read_checkpoint, unwrap_state_dict, write_checkpoint
 
 _OUR_LAYER_KEY = re.compile(r'^body\.(\d+)\.layers\.(\d+)\.attn\.proj_in\.weight$')
 DEFAULT_WINDOW = 8  # LIPT's default window, assumed for weights that match no preset
 
 
-def save_model(model: torch.nn.Module, path: str | os.PathLike, fuse: bool = True, format: str | None = None) -> None:
+def save_model(model: torch.nn.Module, path: str | os.PathLike, fuse: bool = True, format: str | None = None,
+               inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Write ``{'params': state dict, 'config': constructor keywords}`` so :func:`load_model` needs no YAML.
 
     With ``fuse`` (default) the fused network is saved (``config['deploy']`` True). ``format`` ``'safetensors'``
     (default for a path ending in ``.safetensors``, else ``'pth'``) stores the config as JSON in the metadata (key
     ``lipt_config``).
-    Written atomically (temporary file, then rename), so an interruption never leaves a truncated file under ``path``.
+    Written atomically (temporary file, then rename), so an interruption never leaves a truncated file under ``path``;
+    the file gets the mode the umask gives new files. ``inputs``: files the model was read from; ``path`` being one
+    of them (same path or a hard link) raises :class:`CheckpointError` before anything is written.
     """
     net = reparameterize(model) if fuse else model
     config = getattr(net, 'config', None)
     if not isinstance(config, dict):
         raise TypeError(f'save_model needs a LIPT (with .config), got {type(model).__name__}')
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    write_checkpoint(path, state, config, format)
+    write_checkpoint(path, state, config, format, inputs)
 
 
 def load_model(checkpoint: PathOrState, device: torch.device | str = 'cpu') -> torch.nn.Module:
     """Rebuild a LIPT (eval mode) from a checkpoint written by :func:`save_model` (``params`` + ``config``; ``.pth``
-    or ``.safetensors``)."""
+    or ``.safetensors``).
+
+    The file and its tensors pass :func:`~lipt_arch.checkpoints.files.check_weights` (integrity, floating point,
+    finite, config against the tensor shapes) before the network is built; :class:`CheckpointError` otherwise.
+    """
     source = 'state dict' if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
     raw = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(source)
+    return model_from_checkpoint(raw, source).to(device)
+
+
+def model_from_checkpoint(raw: Any, source: str) -> LIPT:
+    """:func:`load_model` of a checkpoint already read from ``source`` (named in the errors); on CPU, eval mode."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get('config'), Mapping):
         raise CheckpointError(f'{source}: no LIPT config in this checkpoint (expected keys "params" and "config"; '
                               'for a BasicSR training checkpoint use lipt convert, for the authors\' code '
                               'lipt_arch.load_official)')
     config = dict(raw['config'])
-    if 'rgb_mean' in config:
+    if isinstance(config.get('rgb_mean'), list):
         config['rgb_mean'] = tuple(config['rgb_mean'])
+    state = unwrap_state_dict(raw, source)
+    check_weights(source, state, config)  # before LIPT(**config): a config may claim a huge network
     try:
         model = LIPT(**config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f'{source}: invalid LIPT config {config}: {err}') from None
-    load_weights(model, unwrap_state_dict(raw, source), source, f'the LIPT config {config}')
-    return model.to(device).eval()
+    load_weights(model, state, source, f'the LIPT config {config}')
+    return model.eval()
 
 
 def tail_scale(tail_channels: int, out_channels: int, upscale: int | None = None) -> int:

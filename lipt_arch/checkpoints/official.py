@@ -13,7 +13,7 @@ from lipt_arch.archs.lipt_arch import LIPT, RGB_MEAN
 from lipt_arch.archs.nvsm_attention import NVSMAttention
 from lipt_arch.errors import CheckpointError
 
-from .files import PathOrState, as_state_dict, load_weights
+from .files import PathOrState, as_state_dict, check_shapes, check_tensors, load_weights
 from .lipt_format import matching_window, tail_scale
 
 _HRM_KEY = re.compile(r'^body\.(\d+)\.modules_hrm_([acb])\.lcs_\2_(\d+)\.(conv[01])\.(.+)$')
@@ -66,8 +66,11 @@ def infer_config(state: dict[str, Tensor], upscale: int | None = None, window_si
     layers = {int(m.group(2)) for k in state if (m := _ATTN_KEY.match(k)) and m.group(1) == '0'}
     if not blocks or blocks != set(range(len(blocks))) or layers != set(range(len(layers))):
         raise CheckpointError('not a LIPT checkpoint of the reference code: no consistent body.<i>.modules_nvsm_sa')
-    conv0 = next(v for k, v in state.items() if k.startswith('body.0.modules_hrm_a.lcs_a_0.conv0.')
-                 and k.endswith(('dbb_origin.conv.weight', 'dbb_reparam.weight')))
+    conv0 = next((v for k, v in state.items() if k.startswith('body.0.modules_hrm_a.lcs_a_0.conv0.')
+                  and k.endswith(('dbb_origin.conv.weight', 'dbb_reparam.weight'))), None)
+    if conv0 is None:
+        raise CheckpointError('not a LIPT checkpoint of the reference code: no body.0.modules_hrm_a.lcs_a_0.conv0 '
+                              'weights')
     scale = tail_scale(int(state['tail.0.weight'].shape[0]), int(num_in_ch), upscale)
     rgb_mean = RGB_MEAN
     if 'sub_mean.bias' in state and num_in_ch == 3:
@@ -94,17 +97,20 @@ def load_official(checkpoint: PathOrState, upscale: int | None = None, window_si
 def official_model(state: dict[str, Tensor], source: str, upscale: int | None = None,
                    window_size: int | None = 8) -> LIPT:
     """:func:`load_official` of a state dict already read from ``source`` (named in the errors)."""
+    check_tensors(source, state)  # the gate (check_weights), in two steps: the file's key names, then ours
     try:
         config = infer_config(state, upscale, window_size)
         ours = {new: value for key, value in state.items() if (new := _translate(key)) is not None}
     except CheckpointError as err:
         raise CheckpointError(f'{source}: {err}') from None
+    target = f'the LIPT inferred from it ({config})'
+    check_shapes(source, ours, config, target, attention_bn=config['deploy'])  # before LIPT(**config)
     model = LIPT(**config)
     attention = [m for m in model.modules() if isinstance(m, NVSMAttention)]
     if config['deploy']:  # the reference's converted form still has the projection BN: load it, then fold it
         for module in attention:
             module.proj_bn = nn.BatchNorm2d(module.proj_in.out_channels)
-    load_weights(model, ours, source, f'the LIPT inferred from it ({config})')
+    load_weights(model, ours, source, target)
     if config['deploy']:
         for module in attention:
             module.fold_bn()

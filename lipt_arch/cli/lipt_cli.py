@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import re
 import sys
 import time
 import warnings
@@ -18,6 +21,7 @@ from lipt_arch.archs.lipt_arch import SCALES, WINDOW_SIZES
 from lipt_arch.checkpoints import (
     KINDS,
     LoadedModel,
+    check_distinct,
     checkpoint_format,
     count_parameters,
     load_any,
@@ -88,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tile-pad', type=int, default=32, help='context around each tile in input pixels (default 32)')
     p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16', 'int8'), default='fp32',
                    help='precision (default fp32); int8 runs on the CPU in ONNX Runtime and needs --calibration')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda[:i] (default auto)')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (GPU N) (default auto)')
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the network (fp32 / bf16 / fp16; the first tile of each size compiles)')
     _calibration_option(p)
@@ -231,10 +235,11 @@ def _infer(args: argparse.Namespace) -> int:
         check_not_input(target, [source])
         jobs = [(source, target)]
 
-    device = resolve_device(args.device)
+    device = _device(args.device)
     _check_calibration(args)
     loaded = _load(args)
-    model = optimize(loaded.model, args.dtype, device, compile=args.compile, calibration=args.calibration)
+    with _quiet_calibration(args.quiet and args.dtype == 'int8'):
+        model = optimize(loaded.model, args.dtype, device, compile=args.compile, calibration=args.calibration)
     if not args.quiet:
         _note(f'{_describe(loaded.config)} from {args.model} on {device} in {model.precision}'
               f'{" (compiled)" if args.compile else ""}')
@@ -270,6 +275,30 @@ def _check_calibration(args: argparse.Namespace) -> None:
         raise CliError(f'{args.calibration}: no such folder (--calibration)')
 
 
+DEVICE_CHOICES = 'auto, cpu, cuda, cuda:N (N: the GPU index)'
+
+
+def _device(name: str) -> torch.device:
+    """``--device``: one of :data:`DEVICE_CHOICES`, checked before any model is loaded (one line otherwise)."""
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', name.strip().lower()):
+        raise CliError(f'--device: {name!r} is not a device lipt runs on; choose one of {DEVICE_CHOICES}')
+    device = resolve_device(name.strip().lower())  # ValueError (one line) when CUDA is missing
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CliError(f'--device: {name}: no such GPU; this machine has {torch.cuda.device_count()} CUDA device(s)')
+    return device
+
+
+def _quiet_calibration(quiet: bool) -> contextlib.AbstractContextManager:
+    """With ``-q``: ONNX Runtime's int8 calibration prints nothing (its progress lines go to stdout; its C++ log is
+    cut to errors)."""
+    if not quiet:
+        return contextlib.nullcontext()
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+        onnxruntime.set_default_logger_severity(3)
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def _output_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise CliError(f'{path}: exists as a file, but a folder is needed for the output')
@@ -300,9 +329,10 @@ def _infer_one(model: torch.nn.Module, src: Path, dst: Path, args: argparse.Name
 def _convert(args: argparse.Namespace) -> int:
     output = Path(args.output)
     fmt = checkpoint_format(output, args.format)
-    args.model = args.input
+    args.model = _model_path(args.input, args.scale)
+    check_distinct(output, args.model)  # before reading: the source is never written over (hard links included)
     loaded = _load(args)
-    save_model(loaded.model, output, fuse=False, format=fmt)
+    save_model(loaded.model, output, fuse=False, format=fmt, inputs=[args.model])
     _note(f'wrote fused {_describe(loaded.config)} ({fmt}, {count_parameters(loaded.model):,} parameters) to {output}')
     return 0
 

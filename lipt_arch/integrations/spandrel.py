@@ -17,7 +17,9 @@ holds a ``collections.Counter``). So :func:`install` also wraps two public metho
 acting only on LIPT checkpoints: ``load_state_dict_from_file`` re-reads a LIPT file (or one spandrel refused) with
 lipt_arch's weights-only reader and keeps its config with the tensors; ``load_from_state_dict`` keeps the config of a
 ``{'params', 'config'}`` dict. A bare state dict (no config anywhere) loads with the options read off the tensors and
-defaults for the rest, and a warning names what was assumed.
+defaults for the rest, and a warning names what was assumed. LIPT files pass lipt_arch's loading gate
+(:func:`lipt_arch.checkpoints.check_weights`: archive CRCs, a consistent safetensors header, finite floating-point
+tensors, a config that fits them) and fail with one ``CheckpointError`` line naming the file.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from spandrel import (
 )
 
 from lipt_arch.archs import LIPT
-from lipt_arch.checkpoints import CheckpointError, load_any, matching_preset, read_checkpoint
+from lipt_arch.checkpoints import CheckpointError, load_any, matching_preset, read_checkpoint, verify_archive
 
 ARCH_ID = 'LIPT'
 # Key sets that only LIPT state dicts have: ours (fused or training form) and the authors' (training or converted).
@@ -56,9 +58,11 @@ SUPPORTS_BFLOAT16 = True
 
 
 class LIPTStateDict(dict):
-    """A state dict that carries the LIPT constructor options of the file it came from (``lipt_config``)."""
+    """A state dict that carries the LIPT constructor options of the file it came from (``lipt_config``) and that
+    file's path (``lipt_source``, named in errors)."""
 
     lipt_config: dict[str, Any]
+    lipt_source: str
 
 
 def is_lipt_state_dict(state: Mapping[str, Any]) -> bool:
@@ -75,9 +79,11 @@ class LIPTArch(Architecture[LIPT]):
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[LIPT]:
         """The fused LIPT of ``state_dict`` (eval mode, CPU) with spandrel's metadata; raises ``CheckpointError``
-        with one line when the tensors do not form a LIPT."""
+        with one line when the tensors do not form a LIPT or fail lipt_arch's loading gate (non-finite or
+        non-float tensors, a config that does not fit them)."""
         config = getattr(state_dict, 'lipt_config', None)
-        loaded = load_any({'params': dict(state_dict), 'config': config} if config else dict(state_dict))
+        loaded = load_any({'params': dict(state_dict), 'config': config} if config else dict(state_dict),
+                          source=getattr(state_dict, 'lipt_source', None))
         model, options = loaded.model, loaded.config
         if loaded.assumed:
             warnings.warn(f"LIPT: {', '.join(loaded.assumed)} assumed (not recorded in this state dict); to set it, "
@@ -96,15 +102,18 @@ class LIPTArch(Architecture[LIPT]):
         )
 
 
-def with_config(checkpoint: Any) -> LIPTStateDict | None:
+def with_config(checkpoint: Any, source: str | os.PathLike | None = None) -> LIPTStateDict | None:
     """The canonical LIPT state dict of a loaded checkpoint (any wrapper), with the ``config`` of a fused
-    ``{'params', 'config'}`` checkpoint attached; None when it is not a LIPT checkpoint."""
+    ``{'params', 'config'}`` checkpoint and the file's path ``source`` attached; None when it is not a LIPT
+    checkpoint."""
     if not isinstance(checkpoint, Mapping):
         return None
     state = canonicalize_state_dict(dict(checkpoint))
     if not isinstance(state, Mapping) or not is_lipt_state_dict(state):
         return None
     out = LIPTStateDict(state)
+    if source is not None:
+        out.lipt_source = os.fspath(source)
     config = checkpoint.get('config')
     if isinstance(config, Mapping):
         out.lipt_config = dict(config)
@@ -115,9 +124,13 @@ def _wrap_load_state_dict_from_file(original: Callable[..., StateDict]) -> Calla
     def load_state_dict_from_file(self: ModelLoader, path: str | os.PathLike) -> StateDict:
         try:
             state = original(self, path)
-        except (pickle.UnpicklingError, RuntimeError) as refused:  # a .pt goes through torch.jit.load first
+        except Exception as refused:
+            if os.path.isfile(path):
+                verify_archive(path)  # a damaged zip or safetensors file: one CheckpointError saying what is wrong
+            if not isinstance(refused, (pickle.UnpicklingError, RuntimeError)):  # a .pt goes through torch.jit first
+                raise
             try:
-                lipt = with_config(read_checkpoint(path))
+                lipt = with_config(read_checkpoint(path), path)
             except CheckpointError:
                 lipt = None
             if lipt is None:
@@ -125,7 +138,7 @@ def _wrap_load_state_dict_from_file(original: Callable[..., StateDict]) -> Calla
             return lipt
         if not is_lipt_state_dict(state):
             return state
-        return with_config(read_checkpoint(path)) or state
+        return with_config(read_checkpoint(path), path) or state  # read_checkpoint verifies the file's integrity
 
     load_state_dict_from_file.lipt_wrapped = True  # type: ignore[attr-defined]
     return load_state_dict_from_file

@@ -24,7 +24,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from lipt_arch.basicsr_support.resume import preserved_rng
-from lipt_arch.checkpoints import load_weights, read_checkpoint, unwrap_state_dict
+from lipt_arch.checkpoints import check_weights, load_weights, read_checkpoint, unwrap_state_dict
 from lipt_arch.deploy.optimized import optimize
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 from lipt_arch.models import training_speed
@@ -107,6 +107,7 @@ class LIPTModel(SRModel):
         keys = () if param_key is None else (param_key, 'params')  # BasicSR falls back to 'params' too
         source = f'{option}{load_path}'
         state = unwrap_state_dict(checkpoint, source, keys)
+        check_weights(source, state)  # floating point and finite; the shapes are load_weights' check
         load_weights(net, state, source, f'network_g {dict(self.opt["network_g"])}', strict, hint)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
 
