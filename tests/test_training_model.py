@@ -177,6 +177,24 @@ def test_pretrain_that_does_not_fit_names_file(trained, root, change):
     assert '\n' not in str(err.value)
 
 
+def test_other_scale_starts_from_the_body_without_strict(trained, root, caplog):
+    """strict_load_g false (the zoo's x4 from x2): every tensor but the tail's is loaded, and the log names the rest."""
+    model, opt, _ = trained
+    model.save(epoch=0, current_iter=2)
+    path = root / 'experiments' / opt['name'] / 'models' / 'net_g_2.pth'
+    x4 = merge(opt, {'network_g': {'upscale': 4}, 'scale': 4,
+                     'path': {'pretrain_network_g': str(path), 'strict_load_g': False, 'param_key_g': 'params_ema'}})
+    with caplog.at_level('INFO', logger='basicsr'):
+        started = build_model(x4)
+    source = model.get_bare_model(model.net_g_ema).state_dict()
+    own = started.get_bare_model(started.net_g).state_dict()
+    differ = sorted(k for k in own if not torch.equal(own[k], source[k]) and own[k].shape == source[k].shape)
+    assert differ == [], differ
+    assert own['tail.weight'].shape[0] == 3 * 16 and source['tail.weight'].shape[0] == 3 * 4
+    assert f'{len(own) - 2} of {len(own)} tensors loaded; left at their initial values: tail.bias, tail.weight' \
+        in caplog.text
+
+
 def test_deploy_checkpoint_into_training_form_gets_a_hint(trained, root):
     model, opt, _ = trained
     model.save(epoch=0, current_iter=2)
