@@ -1,11 +1,12 @@
 """Package a trained LIPT for the model zoo: fuse it, score it, write its model card and docs/models.md.
 
-    python benchmarks/zoo_eval.py --name lipt-tiny-x2 --experiment experiments/zoo_LIPT_tiny_x2 \
-        --cpu-seconds 2900 [--init-from lipt-tiny-x2]
+    python benchmarks/zoo_eval.py --name lipt-tiny-x2 --experiment experiments/zoo_LIPT_tiny_x2_lr48 \
+        [--checkpoint experiments/zoo_LIPT_tiny_x2_lr48/models/net_g_3000.pth] [--init-from lipt-tiny-x2]
     python benchmarks/zoo_eval.py --markdown docs/models.md --readme README.md --figure docs/models_x4.png  # docs
 
-The first form reads ``<experiment>/models/net_g_latest.pth`` (a BasicSR training checkpoint of ``basicsr train``
-with LIPTModel), the option file BasicSR copied into the experiment folder and its training log, writes the fused
+The first form reads ``<experiment>/models/net_g_latest.pth`` or ``--checkpoint`` (a BasicSR training checkpoint of
+``basicsr train`` with LIPTModel; its EMA weights), the option file BasicSR copied into the experiment folder and its
+training logs (every resumed part), writes the fused
 weights to ``lipt_arch/zoo/weights/<name>.safetensors`` and the card (data, recipe, iterations, time, Y-PSNR / SSIM on
 Set5, Set14, B100 and Urban100 next to bicubic and the paper's) to ``lipt_arch/zoo/models.json``. Test sets come from
 ``$LIPT_SHARED/datasets`` (default ``../shared``).
@@ -34,7 +35,7 @@ from lipt_arch.checkpoints import load_any  # noqa: E402
 from lipt_arch.data.sr_pairs import bicubic_upsample, list_images, load_folder_pairs  # noqa: E402
 from lipt_arch.visualization import side_by_side  # noqa: E402
 from lipt_arch.zoo import file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
-from lipt_arch.zoo.evaluate import network_upscaler, score_folder  # noqa: E402
+from lipt_arch.zoo.evaluate import network_upscaler, psnr_y, score_folder  # noqa: E402
 
 TEST_SETS = {'Set5': 'Set5/HR', 'Set14': 'Set14/HR', 'B100': 'B100/HR', 'Urban100': 'Urban100/HR'}
 # LIPT_SPEC.md section 5: the paper's LIPT-Tiny / LIPT-Small rows (PSNR, SSIM), DF2K, 1000 epochs on 8 GPUs.
@@ -49,6 +50,16 @@ PAPER = {
     ('small', 4): {'Set5': (32.51, .8990), 'Set14': (28.81, .7870), 'B100': (27.72, .7427),
                    'Urban100': (26.57, .8015)},
 }
+# Published Y-PSNR of two classic CNNs (their papers; Urban100 over all 100 images, ours over the first 20):
+# FSRCNN (Dong et al., ECCV 2016; T91 + General100) and VDSR (Kim et al., CVPR 2016; T91 + BSD200, the 291 images).
+CLASSIC = {
+    'FSRCNN': {2: {'Set5': 37.00, 'Set14': 32.63, 'B100': 31.53, 'Urban100': 29.88},
+               3: {'Set5': 33.16, 'Set14': 29.43, 'B100': 28.53, 'Urban100': 26.43},
+               4: {'Set5': 30.71, 'Set14': 27.59, 'B100': 26.98, 'Urban100': 24.62}},
+    'VDSR': {2: {'Set5': 37.53, 'Set14': 33.03, 'B100': 31.90, 'Urban100': 30.76},
+             3: {'Set5': 33.66, 'Set14': 29.77, 'B100': 28.82, 'Urban100': 27.14},
+             4: {'Set5': 31.35, 'Set14': 28.01, 'B100': 27.29, 'Urban100': 25.18}},
+}
 INTRO = """# Pretrained models
 
 Shipped inside the package (`lipt_arch/zoo/weights/`, fused, safetensors with the config in the metadata); `lipt models`
@@ -61,7 +72,32 @@ lists them, `lipt_arch.zoo.load_pretrained('tiny', scale=4)` loads one, and `lip
 machines this project trains on) and not for the paper's 1000 epochs on 8 GPUs. They beat bicubic clearly and stay
 well below the paper's LIPT-Tiny; train with `options/train_LIPT_tiny_x*.yml` on DF2K for the paper's numbers.
 Y-PSNR (dB) / SSIM on the Y channel, `scale` border pixels cropped, HR modcropped, LR by MATLAB-style bicubic
-(LIPT_SPEC.md section 4); Urban100 is its first 20 images.
+(LIPT_SPEC.md section 4); Urban100 is its first 20 images. FSRCNN's and VDSR's columns are their published scores
+(Urban100 over all 100 images).
+
+## How they are trained
+
+`options/zoo/train_LIPT_tiny_x2_lr48.yml`, then `..._x4_lr48.yml` from the x2 network's EMA weights (every tensor
+but the tail): `basicsr train` with LIPTModel, batch 16 of 48x48 LR patches (images smaller than the HR patch left
+out), Adam, a cosine schedule, zero-initialised residual branches (x2), EMA 0.995, `train.amp: bf16` and
+`train.compile: rep_convs` (the fastest step on an AVX512-BF16 CPU). The training state travels in git
+(`zoo/training/<run>/`, `python benchmarks/zoo_state.py save|restore <option file>`), so a run continues where the
+last machine stopped. Short pilot runs chose the recipe (AMD EPYC Zen 4, AVX512-BF16, 2 threads; Set5 of the fused
+EMA network as BasicSR's validation reports it):
+
+| run | step (s) | Set5 (dB) |
+|---|---|---|
+| x2, six-branch form, EMA 0.999 | 2.4-2.9 | 14.73 at 500 (61% initial weights; training network 34.10) |
+| x2, six-branch form, EMA 0.995 | 2.2-2.9 | 37.26 / 37.43 / 37.48 at 2000 / 2500 / 3000 |
+| x2 continued in the fused form from 3000, lr 1.4e-3 (the cosine's value there) | 0.46 | diverged: 11.66 at +250 |
+| x2 continued in the fused form from 3000, lr 2e-4 | 0.45 | 37.43 / 37.42 at +250 / +500 (no gain) |
+| x4 from x2 (3000), lr 1e-3 | 2.0-2.3 | 27.75 / 31.08 / 31.32 at 500 / 1000 / 1500 (training net: 30.61 at 500) |
+
+The fused form's step is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
+attention projections it does not train at the six-branch form's learning rate, and at a rate it survives it gains
+nothing; every shipped model trains in the six-branch form. **Fine-tuning on your own data**: start from the training
+form, `zoo/training/<run>/net_g_<iter>.pth` in the repository (`path.pretrain_network_g` with `param_key_g:
+params_ema`), not from the fused weights in the package.
 """
 ITER_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: .*iter:\s*([\d,]+)')
 START_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: Start training')
@@ -78,49 +114,69 @@ def _count_images(folder: str) -> int:
     return len(list_images(path))
 
 
-def training_record(experiment: Path) -> dict:
-    """Iterations, patch, batch, data and wall minutes of a ``basicsr train`` run, from its files."""
+def training_minutes(logs: list[Path], iteration: int) -> float | None:
+    """Wall minutes of training (validation and saving included) that led to ``iteration``, over every
+    ``train_*.log`` of a run that was stopped and resumed: each log line's iteration is charged the time since the log's
+    previous line (or its start line); an iteration trained again after a resume is charged once, by the last log."""
+    charged: dict[int, float] = {}
+    for log in sorted(logs):
+        previous = None
+        for line in log.read_text().splitlines():
+            if m := START_LINE.match(line):
+                previous = datetime.fromisoformat(m.group(1))
+            elif (m := ITER_LINE.match(line)) and previous is not None:
+                now = datetime.fromisoformat(m.group(1))
+                charged[int(m.group(2).replace(',', ''))] = (now - previous).total_seconds()
+                previous = now
+    seconds = sum(v for k, v in charged.items() if k <= iteration)
+    return round(seconds / 60, 1) if seconds else None
+
+
+def training_record(experiment: Path, iteration: int) -> dict:
+    """Iterations, patch, batch, data and wall minutes of a ``basicsr train`` run (up to ``iteration``), from its
+    files."""
     option_files = sorted(experiment.glob('*.yml'))
     if not option_files:
         raise SystemExit(f'zoo_eval: {experiment}: no option file (*.yml) in the experiment folder')
-    opt = yaml.safe_load(option_files[0].read_text())
+    opt = yaml.safe_load(option_files[-1].read_text())
     logs = sorted(experiment.glob('train_*.log'))
     if not logs:
         raise SystemExit(f'zoo_eval: {experiment}: no train_*.log in the experiment folder')
-    start = end = None
-    iterations = 0
-    for line in logs[-1].read_text().splitlines():
-        if (m := START_LINE.match(line)) and start is None:
-            start = datetime.fromisoformat(m.group(1))
-        elif m := ITER_LINE.match(line):
-            end, iterations = datetime.fromisoformat(m.group(1)), int(m.group(2).replace(',', ''))
     train = opt['datasets']['train']
     folders = train.get('hr_folders') or [train.get('dataroot_gt')]
     return {
-        'options': f"options/zoo/{option_files[0].name}",
+        'options': f"options/zoo/train_{opt['name'].removeprefix('zoo_')}.yml",
         'data': f"{' + '.join(Path(f).name for f in folders)} ({sum(map(_count_images, folders))} HR images; LR by "
                 'MATLAB-style bicubic)',
-        'iterations': iterations,
+        'iterations': iteration,
         'batch': train['batch_size_per_gpu'],
         'hr_patch': train['gt_size'],
         'lr': opt['train']['optim_g']['lr'],
         'schedule': opt['train']['scheduler']['type'],
         'pretrained_from': opt['path'].get('pretrain_network_g'),
-        'wall_minutes': round((end - start).total_seconds() / 60, 1) if start and end else None,
+        'wall_minutes': training_minutes(logs, iteration),
     }
+
+
+def checkpoint_iteration(checkpoint: Path, experiment: Path) -> int:
+    """The iteration of ``net_g_<iter>.pth``; for ``net_g_latest.pth`` the run's total_iter."""
+    if (m := re.fullmatch(r'net_g_(\d+)\.pth', checkpoint.name)):
+        return int(m.group(1))
+    option_files = sorted(experiment.glob('*.yml'))
+    return int(yaml.safe_load(option_files[-1].read_text())['train']['total_iter'])
 
 
 def package_model(args: argparse.Namespace) -> None:
     experiment = Path(args.experiment)
-    checkpoint = experiment / 'models' / 'net_g_latest.pth'
-    loaded = load_any(checkpoint, window_size=8)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else experiment / 'models' / 'net_g_latest.pth'
+    loaded = load_any(checkpoint, window_size=8)  # params_ema when the checkpoint has it
     model, config = loaded.model, loaded.model.config
     preset = args.preset
     weights = package_folder() / 'weights' / f'{args.name}.safetensors'
     weights.parent.mkdir(parents=True, exist_ok=True)
     lipt_arch.save_model(model, weights)
-    record = training_record(experiment)
-    record.update(cpu_minutes=round(args.cpu_seconds / 60, 1) if args.cpu_seconds else None, threads=1,
+    record = training_record(experiment, checkpoint_iteration(checkpoint, experiment))
+    record.update(cpu_minutes=round(args.cpu_seconds / 60, 1) if args.cpu_seconds else None, threads=args.threads,
                   machine=cpu_description(), init_from=args.init_from)
     scale = config['upscale']
     scores, bicubic = {}, {}
@@ -161,20 +217,25 @@ def markdown(cards: dict) -> str:
                   f"{t['hr_patch']}x{t['hr_patch']} HR patches, Adam lr {t['lr']} with {t['schedule']}, L1 loss"
                   + (f"; initialised from {t['init_from']} (all weights but the tail)" if t.get('init_from') else
                      '; from scratch with zero-initialised residual branches') + '.',
-                  f"- Training time: {t['wall_minutes']} min wall, {t['cpu_minutes']} min of CPU time, "
-                  f"{t['threads']} thread on {t['machine']}, on a machine shared with other jobs.", '',
-                  '| test set | LIPT (this model) | bicubic | paper\'s LIPT |', '|---|---|---|---|']
+                  f"- Training time: {t['wall_minutes']} min wall"
+                  + (f", {t['cpu_minutes']} min of CPU time" if t.get('cpu_minutes') else '')
+                  + f", {t['threads']} thread{'s' if t['threads'] > 1 else ''} on {t['machine']}, shared with "
+                  'other work.', '',
+                  '| test set | LIPT (this model) | bicubic | FSRCNN | VDSR | paper\'s LIPT |',
+                  '|---|---|---|---|---|---|']
         for test, score in card['scores'].items():
             paper = card['paper'].get(test)
             bic = card['bicubic'][test]
+            classic = [CLASSIC[net].get(card['scale'], {}).get(test) for net in ('FSRCNN', 'VDSR')]
             lines.append(f"| {test} ({score['images']}) | {score['psnr']:.2f} / {score['ssim']:.4f} | "
                          f"{bic['psnr']:.2f} / {bic['ssim']:.4f} | "
+                         + ''.join(f'{c:.2f} | ' if c else '- | ' for c in classic)
                          + (f"{paper['psnr']:.2f} / {paper['ssim']:.4f} |" if paper else '- |'))
         lines.append('')
     return '\n'.join(lines)
 
 
-README_HEADER = ('| model | Set5 | Set14 | B100 | Urban100 (20) | Set5: bicubic / paper | training (1 CPU thread) |\n'
+README_HEADER = ('| model | Set5 | Set14 | B100 | Urban100 (20) | Set5: bicubic / paper | training on a CPU |\n'
                  '|---|---|---|---|---|---|---|\n')
 
 
@@ -187,7 +248,7 @@ def readme_table(cards: dict) -> str:
         paper = card['paper'].get('Set5', {}).get('psnr')
         reference = f"{card['bicubic']['Set5']['psnr']:.2f} / " + (f'{paper:.2f}' if paper else '-')
         origin = re.search(r'x\d', t.get('init_from') or '')  # the scale of the model it was fine-tuned from
-        budget = f"{t['iterations']} it, {t['cpu_minutes']} CPU min" + (f' (from {origin[0]})' if origin else '')
+        budget = f"{t['iterations']} it, {t['wall_minutes']} min" + (f' (from {origin[0]})' if origin else '')
         rows.append(f"| {name} | {' | '.join(cells)} | {reference} | {budget} |\n")
     return README_HEADER + ''.join(rows)
 
@@ -212,22 +273,25 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def figure(name: str, image: str, box: tuple[int, int, int], path: Path) -> None:
-    """``input (bicubic) | LIPT | ground truth`` of an HR crop ``box`` = (top, left, size), labelled, as a PNG."""
+    """``bicubic | LIPT | ground truth`` of an HR crop ``box`` = (top, left, size), each network panel labelled with
+    its Y-PSNR on the crop (dB, the paper's protocol), shown at twice the size (nearest neighbour), as a PNG."""
     model = load_pretrained(name)
     scale = model.config['upscale']
     pair = next(p for p in load_folder_pairs(shared_root() / 'datasets' / Path(image).parent, scale)
                 if p.name == Path(image).stem)
     top, left, size = box
-    sr = network_upscaler(model)(pair.lr)
-    panels = [bicubic_upsample(pair.lr, scale), sr, pair.hr]
-    titles = [f'input x{scale} (bicubic)', f'{name}', 'ground truth']
+    window = (slice(top, top + size), slice(left, left + size))
+    bicubic, sr, hr = bicubic_upsample(pair.lr, scale), network_upscaler(model)(pair.lr), pair.hr
+    network = f'LIPT-{name.split("-")[1].capitalize()} x{scale}'  # lipt-tiny-x4 -> LIPT-Tiny x4
+    titles = [f'bicubic {psnr_y(bicubic[window], hr[window], scale):.2f} dB',
+              f'{network} {psnr_y(sr[window], hr[window], scale):.2f} dB', 'ground truth']
     crops = []
-    for img, title in zip(panels, titles):
-        crop = np.clip(np.round(img[top:top + size, left:left + size] * 255), 0, 255).astype(np.uint8)[..., ::-1]
+    for img, title in zip((bicubic, sr, hr), titles):
+        crop = np.clip(np.round(img[window] * 255), 0, 255).astype(np.uint8)[..., ::-1]
         crop = cv2.resize(crop, (size * 2, size * 2), interpolation=cv2.INTER_NEAREST)
         crops.append(label(crop, title))
     cv2.imwrite(str(path), side_by_side(crops))
-    print(f'wrote {path}')
+    print(f'wrote {path}: {" | ".join(titles)}')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--name', help='zoo name, e.g. lipt-tiny-x2')
     parser.add_argument('--experiment', help='basicsr experiment folder of the training run')
     parser.add_argument('--preset', default='tiny')
-    parser.add_argument('--cpu-seconds', type=float, help='CPU time the training process used')
+    parser.add_argument('--checkpoint',
+                        help='training checkpoint to package (default <experiment>/models/net_g_latest.pth)')
+    parser.add_argument('--threads', type=int, default=2, help='threads the training process ran on (default 2)')
+    parser.add_argument('--cpu-seconds', type=float, help='CPU time the training process used, when measured')
     parser.add_argument('--init-from', help='zoo name of the model this one was fine-tuned from')
     parser.add_argument('--markdown', type=Path, help='write docs/models.md from the cards')
     parser.add_argument('--figure', type=Path, help='write an input | LIPT | ground truth PNG (x4 model)')
