@@ -4,20 +4,26 @@ Experiments (``experiments/<name>/``), logs and results (``results/<name>/``) go
 Bad input (a missing dataset folder, an option out of range (:mod:`lipt_arch.validation`), GT / LQ folders that
 do not pair up, a wrong ``network_g`` keyword, a checkpoint that is corrupt or does not fit, a NaN loss) ends with
 one line on stderr naming the file, option or iteration and exit status 1, before BasicSR creates any folder where
-it can check that early. See docs/robustness.md.
+it can check that early. SIGTERM and Ctrl-C (SIGINT) stop a run with one line, ``basicsr train: stopped by SIGTERM
+at iteration N; resume with --auto_resume``, and exit status 128 + the signal number (143, 130). See
+docs/robustness.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import yaml
 
 import lipt_arch  # noqa: F401  (registers LIPT; its basicsr_support.fixes check the options as basicsr parses them)
+from lipt_arch.basicsr_support import resume
 from lipt_arch.basicsr_support.bundled_options import OptionNotFoundError, resolve_option
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
 
@@ -75,9 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionNotFoundError as err:
         return _fail(args.command, f'-opt: {err}')
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stop_on_sigterm():
             warnings.showwarning = lambda message, *_: _say(args.command, 'warning', str(message))
             run(args.command, rest)
+    except KeyboardInterrupt:
+        return _stopped(args.command, signal.SIGINT)
+    except StoppedBySignal as err:
+        return _stopped(args.command, err.signum)
     except (CheckpointError, OptionError) as err:
         return _fail(args.command, str(err))
     except NonFiniteLossError as err:
@@ -87,6 +97,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except yaml.YAMLError as err:
         return _fail(args.command, f'{args.opt}: not valid YAML: {str(err).splitlines()[0]}')
     return 0
+
+
+class StoppedBySignal(BaseException):
+    """Raised in the main thread by a SIGTERM (a ``BaseException``, like ``KeyboardInterrupt``, so that no
+    ``except Exception`` on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`StoppedBySignal` while the block runs (main thread only); the old handler after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise StoppedBySignal(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(command: str, signum: int) -> int:
+    """One line for a run stopped by a signal (training: the iteration, and how to go on); 128 + its number."""
+    name = 'Ctrl-C (SIGINT)' if signum == signal.SIGINT else signal.Signals(signum).name
+    iteration = resume.current_iteration()
+    where = ''
+    if command == 'train':
+        where = (f' at iteration {iteration}; resume with --auto_resume (from the newest training_states/<iter>.state)'
+                 if iteration else ' before the first iteration')
+    print(f'basicsr {command}: stopped by {name}{where}', file=sys.stderr, flush=True)
+    return 128 + int(signum)
 
 
 def _with_option_path(argv: list[str], path: str) -> list[str]:

@@ -19,6 +19,8 @@
    ``torch.distributed.launch`` passes ``--local-rank``. Ours rewrites that flag before basicsr parses ``sys.argv``,
    and checks every option (:mod:`lipt_arch.validation`): the flags and the value types basicsr's parser itself
    trips over (e.g. a list as ``dataroot_gt``) before it runs, the rest right after (before any folder is made).
+   ``make_exp_dirs`` (as imported by ``basicsr.train`` / ``basicsr.test``) first checks that the sections the run
+   reads are there (:func:`lipt_arch.validation.check_sections`: e.g. ``train:`` for ``basicsr train``).
 5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
    interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
    (:func:`lipt_arch.checkpoints.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
@@ -54,7 +56,7 @@ from torch import nn
 from lipt_arch.checkpoints import atomic_save, read_checkpoint
 from lipt_arch.checkpoints.files import strip_ddp_prefix
 from lipt_arch.errors import CheckpointError, OptionError
-from lipt_arch.validation import check_basicsr_argv, check_options, check_raw_options
+from lipt_arch.validation import check_basicsr_argv, check_options, check_raw_options, check_sections
 
 from . import ema, fused_validation, realesrgan, resume
 
@@ -134,6 +136,12 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
     return opt, args
 
 
+def make_exp_dirs(opt: dict) -> None:
+    """basicsr's ``make_exp_dirs`` (the experiment or results folders), after :func:`check_sections`."""
+    check_sections(opt, bool(opt.get('is_train')))
+    _ORIGINALS['make_exp_dirs'](opt)
+
+
 def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
     """``BaseModel.save_network`` (``models/<net_label>_<iter|latest>.pth``), written atomically, rank 0 only."""
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
@@ -200,7 +208,8 @@ def apply() -> None:
                                        for name in ('train', 'test', 'utils.dist_util', 'utils.options'))
     _ORIGINALS.update(init_dist=dist_util.init_dist, model_to_device=BaseModel.model_to_device,
                       parse_options=options.parse_options, update_learning_rate=BaseModel.update_learning_rate,
-                      vgg_init=VGGFeatureExtractor.__init__)
+                      vgg_init=VGGFeatureExtractor.__init__, make_exp_dirs=train.make_exp_dirs)
+    train.make_exp_dirs = test.make_exp_dirs = make_exp_dirs
     train.load_resume_state = load_resume_state
     train.EnlargedSampler = resume.ResumableSampler
     dist_util.init_dist = options.init_dist = init_dist

@@ -15,21 +15,35 @@ Exact for one process with ``num_worker_per_gpu: 0`` and no ``prefetch_mode``. W
 prefetching the batch order is still exact, but crops and flips after a resume differ (BasicSR re-seeds every worker
 at every epoch with ``worker_init_fn``; a prefetcher loads the next batch before the save); with
 several processes each rank resumes its own position, but the generators (saved on rank 0 only) are not restored.
+
+The option file's scheduler settings apply on resume (:func:`apply_scheduler_options`): stock BasicSR loads the saved
+scheduler whole, so a finished CosineAnnealingRestartLR run extended with ``--force_yml train:total_iter=N
+train:scheduler:periods=[N]`` keeps the old periods and fails after them. :func:`current_iteration` is the
+iteration in progress (for the ``stopped by SIGTERM at iteration N`` line of ``basicsr train``).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from basicsr.data.data_sampler import EnlargedSampler
 
+from lipt_arch.errors import OptionError
+
 _live: weakref.ReferenceType | None = None  # the training sampler of this process
 _pending: dict[str, Any] | None = None  # what load_resume_state read, until the sampler takes it
+_iteration = 0  # the training iteration in progress (0: none yet)
+# the keywords of BasicSR's schedulers that come from train.scheduler, with their constructors' defaults
+SCHEDULER_OPTIONS = {
+    'MultiStepRestartLR': {'milestones': None, 'gamma': 0.1, 'restarts': (0,), 'restart_weights': (1,)},
+    'CosineAnnealingRestartLR': {'periods': None, 'restart_weights': (1,), 'eta_min': 0},
+}
 
 
 class ResumableSampler(EnlargedSampler):
@@ -59,6 +73,8 @@ class ResumableSampler(EnlargedSampler):
 
 def count_batch() -> None:
     """Note one trained batch (called once per iteration)."""
+    global _iteration
+    _iteration += 1
     sampler = _live() if _live else None
     if sampler is not None:
         sampler.batches_done += 1
@@ -72,9 +88,18 @@ def resume_point(epoch: int) -> dict[str, Any] | None:
     return {'epoch': epoch, 'batches': sampler.batches_done, 'rng': get_rng_state()}
 
 
+def current_iteration() -> int:
+    """The training iteration in progress in this process (0 before the first)."""
+    return _iteration
+
+
 def expect_resume(opt: dict, state: dict) -> None:
-    """Hand the ``resume_point`` of a training state to the sampler ``train_pipeline`` builds next."""
-    global _pending
+    """Prepare what ``train_pipeline`` builds next for a training state (``{}``: a fresh start): hand its
+    ``resume_point`` to the sampler, count iterations from its ``iter``, and put the option file's scheduler settings
+    into its saved schedulers (:func:`apply_scheduler_options`)."""
+    global _pending, _iteration
+    _iteration = int(state.get('iter', 0))
+    apply_scheduler_options(opt, state)
     point = state.get('resume_point')
     if not isinstance(point, dict):
         _pending = None
@@ -83,6 +108,31 @@ def expect_resume(opt: dict, state: dict) -> None:
     per_rank = train['batch_size_per_gpu'] * (1 if opt.get('dist') else max(opt.get('num_gpu', 0), 1))
     _pending = {'epoch': point['epoch'], 'batches': point['batches'], 'skip': point['batches'] * per_rank,
                 'rng': point['rng'] if opt.get('world_size', 1) == 1 else None}
+
+
+def apply_scheduler_options(opt: Mapping[str, Any], state: dict) -> None:
+    """Overwrite the settings of each saved scheduler in ``state['schedulers']`` (periods, milestones, restart
+    weights, ...) with those of ``opt['train']['scheduler']``, keeping its position (``last_epoch``) and learning
+    rates: the option file wins on resume, so a finished run can be extended with a longer schedule. A saved
+    scheduler of another type than the option file's is refused (:class:`OptionError`)."""
+    options = dict((opt.get('train') or {}).get('scheduler') or {})
+    kind = options.pop('type', None)
+    kind = 'MultiStepRestartLR' if kind == 'MultiStepLR' else kind
+    if kind not in SCHEDULER_OPTIONS:
+        return
+    for saved in state.get('schedulers') or []:
+        saved_kind = next((name for name, keys in SCHEDULER_OPTIONS.items() if next(iter(keys)) in saved), None)
+        if saved_kind is None:
+            continue
+        if saved_kind != kind:
+            raise OptionError(f'train.scheduler.type: {kind}, but {opt["path"].get("resume_state")} was trained with '
+                              f'{saved_kind}; resume with its scheduler type (or start a new experiment)')
+        for key, default in SCHEDULER_OPTIONS[kind].items():
+            value = options.get(key, default)
+            saved[key] = collections.Counter(value) if key == 'milestones' else value
+        if kind == 'CosineAnnealingRestartLR':
+            periods = list(saved['periods'])
+            saved['cumulative_period'] = [sum(periods[:i + 1]) for i in range(len(periods))]
 
 
 def get_rng_state() -> dict[str, Any]:
