@@ -33,6 +33,7 @@ setup(
         'torchvision',
         'numpy',
         'opencv-python',
+        'Pillow',  # image headers in the option checks (lipt_arch.validation)
         'lmdb',
         'pyyaml',
         'safetensors',

@@ -7,7 +7,9 @@ Reading (:func:`read_image`) looks at the header first (:func:`image_header`, a 
 decoded only when it is a single image of at most ``max_pixels`` pixels (:data:`DEFAULT_MAX_PIXELS`); float
 samples must lie in [0, 1]. Writing (:func:`atomic_write`, :func:`write_bytes`, :func:`write_image`) goes to a
 temporary file beside the target, renamed over it when complete: a failed write leaves no partial file and keeps the
-old one; an output that is the same file as an input is refused first.
+old one; an output that is the same file as an input is refused first. :func:`atomic_write` and
+:func:`check_not_input` are the package's one atomic writer and same-file check: ONNX files and checkpoints
+(:mod:`lipt_arch.checkpoints`) are written through them too.
 """
 from __future__ import annotations
 
@@ -333,18 +335,20 @@ def check_header(path: PathLike, header: ImageHeader, max_pixels: int | None = D
                          f'raise the limit: lipt infer --max-pixels N, read_image(..., max_pixels=N), 0 = no limit')
 
 
-def check_float_range(path: PathLike, img: np.ndarray) -> None:
-    """The float rule: float samples (e.g. a 32-bit TIFF) must be finite and lie in [0, 1] (within
-    :data:`FLOAT_SLACK`); :class:`ImageError` with the observed minimum and maximum otherwise. Integer images pass."""
+def check_float_range(source: PathLike, img: np.ndarray, convert: str = 'save it as 8-bit') -> None:
+    """The float rule, for image files (:func:`read_image`) and arrays (``upscale_array``) alike: float samples
+    (e.g. a 32-bit TIFF) must be finite and lie in [0, 1] (within :data:`FLOAT_SLACK`); :class:`ImageError` naming
+    ``source`` (a path, or a description of the array) with the observed minimum and maximum otherwise; 0..255 data
+    is told to divide by 255 or ``convert``. Integer images pass."""
     if img.dtype.kind != 'f' or img.size == 0:
         return
     low, high = float(img.min()), float(img.max())
     if not (np.isfinite(low) and np.isfinite(high)):
-        raise ImageError(f'{os.fspath(path)}: float image with NaN or infinite samples (min {low:g}, max {high:g}); '
-                         'float images must hold finite values in [0, 1]')
+        raise ImageError(f'{os.fspath(source)}: float image with NaN or infinite samples (min {low:g}, max '
+                         f'{high:g}); float images must hold finite values in [0, 1]')
     if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
-        hint = ' (0..255 data: divide by 255, or save it as 8-bit)' if high <= 255 + FLOAT_SLACK * 255 else ''
-        raise ImageError(f'{os.fspath(path)}: float image with values from {low:g} to {high:g}; float images must '
+        hint = f' (0..255 data: divide by 255, or {convert})' if high <= 255 + FLOAT_SLACK * 255 else ''
+        raise ImageError(f'{os.fspath(source)}: float image with values from {low:g} to {high:g}; float images must '
                          f'hold values in [0, 1]{hint}')
 
 

@@ -2,8 +2,11 @@
 BasicSR ``pretrain_network_g`` and resume) refuses them before a network is built, with one line naming the file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -17,11 +20,13 @@ import numpy as np
 import pytest
 import torch
 
+import lipt_arch.image_io as image_io
 from lipt_arch import LIPT, load_model, load_official, save_model
 from lipt_arch.basicsr_support import fixes
-from lipt_arch.checkpoints import CheckpointError, load_any, read_checkpoint
+from lipt_arch.checkpoints import CheckpointError, atomic_save, load_any, read_checkpoint
 from lipt_arch.checkpoints.files import check_weights, expected_shapes
 from lipt_arch.cli.lipt_cli import main
+from lipt_arch.image_io import check_not_input
 from lipt_arch.models.lipt_model import LIPTModel
 
 from .conftest import randomize_, shared_path
@@ -246,6 +251,7 @@ import resource, sys, time, torch, json
 from safetensors.torch import save_file
 from lipt_arch import LIPT
 from lipt_arch.cli.lipt_cli import main
+from lipt_arch.image_io import check_not_input
 from lipt_arch.checkpoints.files import expected_shapes
 folder, kind = sys.argv[1], sys.argv[2]
 net = LIPT(upscale=2, num_feat=8, num_block=1, shared_depth=1)
@@ -318,8 +324,11 @@ def test_convert_onto_its_own_input_is_refused(net, tmp_path, capsys):
         one_error_line(capsys, 'is the same file as the input')
         assert src.read_bytes() == before and os.path.samefile(src, link)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['link.pth', 'net_g_1.pth', 'sym.pth']
-    with pytest.raises(CheckpointError, match='same file as the input'):
+    with pytest.raises(CheckpointError, match='same file as the input') as refused:
         save_model(net, link, inputs=[src])
+    with pytest.raises(shutil.SameFileError) as same:  # the one same-file check, that of every other output
+        check_not_input(link, [src])
+    assert str(refused.value) == str(same.value) and 'same inode' in str(refused.value)
     assert run('convert', link, tmp_path / 'fused.pth') == 0  # another file: written
     capsys.readouterr()
     assert src.read_bytes() == before
@@ -339,6 +348,60 @@ def test_written_checkpoints_follow_the_umask(net, tmp_path, capsys, umask, mode
     finally:
         os.umask(old)
     capsys.readouterr()
+
+
+def no_space(fd) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_checkpoints_are_written_by_the_one_atomic_writer(net, tmp_path, monkeypatch):
+    """``save_model`` (``.pth``, ``.safetensors``) and ``atomic_save`` (BasicSR's saves) write through
+    ``lipt_arch.image_io.atomic_write``: the data is flushed to disk before the rename, and a failure there (disk
+    full) keeps the earlier file byte-identical, leaves no temporary file and names the target."""
+    other = randomize_(LIPT(**CONFIG), seed=6).eval()
+    paths = [tmp_path / 'a.pth', tmp_path / 'a.safetensors', tmp_path / '4.state']
+    save_model(net, paths[0])
+    save_model(net, paths[1])
+    atomic_save({'iter': 4, 'params': net.state_dict()}, paths[2])
+    before = [path.read_bytes() for path in paths]
+    with monkeypatch.context() as patch:
+        patch.setattr(image_io.os, 'fsync', no_space)
+        for write, path in ((lambda: save_model(other, paths[0]), paths[0]),
+                            (lambda: save_model(other, paths[1]), paths[1]),
+                            (lambda: atomic_save({'iter': 5, 'params': other.state_dict()}, paths[2]), paths[2])):
+            with pytest.raises(OSError, match='No space left') as err:
+                write()
+            assert err.value.filename == str(path)
+    assert [path.read_bytes() for path in paths] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['4.state', 'a.pth', 'a.safetensors']
+
+
+def test_killed_save_leaves_a_temporary_name_auto_resume_ignores(net, tmp_path, monkeypatch):
+    """A process killed inside a save leaves ``<name>.tmp<pid>.<hex>`` (no cleanup runs); ``--auto_resume`` reads
+    only ``<iter>.state`` and resumes from the newest complete one."""
+    states = tmp_path / 'experiments' / 'x' / 'training_states'
+    states.mkdir(parents=True)
+    atomic_save({'epoch': 1, 'iter': 4, 'optimizers': [], 'schedulers': []}, states / '4.state')
+    save = torch.save
+
+    def killed(obj, path, *args, **kwargs):
+        save(obj, path, *args, **kwargs)
+        with open(path, 'r+b') as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt  # stands for SIGKILL: with os.remove disabled, nothing is cleaned up
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, 'save', killed)
+        patch.setattr(image_io.os, 'remove', lambda path: None)
+        with pytest.raises(KeyboardInterrupt):
+            atomic_save({'epoch': 2, 'iter': 9, 'optimizers': [], 'schedulers': []}, states / '9.state')
+    names = sorted(p.name for p in states.iterdir())
+    assert len(names) == 2 and names[0] == '4.state', names
+    assert re.fullmatch(rf'9\.state\.tmp{os.getpid()}\.[0-9a-f]{{6}}', names[1]), names
+    opt = {'name': 'x', 'auto_resume': True, 'path': {'resume_state': None, 'training_states': str(states),
+                                                      'models': str(states.parent / 'models')}}
+    assert fixes.load_resume_state(opt)['iter'] == 4
+    assert opt['path']['resume_state'] == str(states / '4.state')
 
 
 # ---------------------------------------------------------------------------------------------- CLI messages

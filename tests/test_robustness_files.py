@@ -5,6 +5,7 @@ umask's mode."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import resource
@@ -87,6 +88,11 @@ def blank_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def no_space(fd) -> None:
+    """Stands for ``os.fsync`` on a full disk: the data is in the temporary file by then."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 # ------------------------------------------------------------------------------------------------- safe writes
 @pytest.mark.parametrize('failure', ['encoder', 'disk_full'])
 def test_failed_write_keeps_the_old_output_and_leaves_no_temporary_file(model, tmp_path, capsys, monkeypatch,
@@ -98,10 +104,8 @@ def test_failed_write_keeps_the_old_output_and_leaves_no_temporary_file(model, t
         def imencode(*args, **kwargs):
             raise cv2.error('simulated encoder failure')
         monkeypatch.setattr(image_io.cv2, 'imencode', imencode)
-    else:
-        def fsync(fd):  # the data is in the temporary file by now: it must go, and out.png stay
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr(image_io.os, 'fsync', fsync)
+    else:  # the temporary file must go, and out.png stay
+        monkeypatch.setattr(image_io.os, 'fsync', no_space)
     assert infer(src, out, model) == 1
     one_error_line(capsys, 'out.png', 'simulated encoder failure' if failure == 'encoder' else 'No space left')
     assert out.read_bytes() == before
@@ -221,6 +225,36 @@ def test_onnx_export_is_atomic_and_never_over_its_checkpoint(model, tmp_path, ca
     assert model.read_bytes() == before
 
 
+def test_int8_onnx_export_is_atomic(model, tmp_path, capsys, monkeypatch):
+    """``lipt export --dtype int8`` writes through ``OptimizedLIPT.save_onnx`` (the quantization is replaced by its
+    result: the write is what is tested); the disk filling at the flush keeps the old file and leaves no other."""
+    from lipt_arch.cli import lipt_cli
+    from lipt_arch.deploy.optimized import OptimizedLIPT
+
+    calibration, folder = tmp_path / 'calibration', tmp_path / 'out'
+    calibration.mkdir()
+    folder.mkdir()
+    out = folder / 'int8.onnx'
+    out.write_bytes(b'old model')
+    quantized = SimpleNamespace(onnx_model=b'new int8 model', precision='int8')
+    quantized.save_onnx = functools.partial(OptimizedLIPT.save_onnx, quantized)
+    monkeypatch.setattr(lipt_cli, 'optimize', lambda *args, **kwargs: quantized)
+    argv = ['export', '--dtype', 'int8', '--calibration', str(calibration), '--onnx', str(out), '--model', str(model),
+            '--no-check']
+    with monkeypatch.context() as patch:
+        patch.setattr(image_io.os, 'fsync', no_space)
+        assert main(argv) == 1
+    one_error_line(capsys, 'No space left', str(out))
+    assert out.read_bytes() == b'old model' and listing(folder) == ['int8.onnx']
+    old = os.umask(0o077)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == b'new int8 model' and listing(folder) == ['int8.onnx']
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
 # ------------------------------------------------------------------------------------------- validation panels
 def test_validation_panels_are_written_atomically(tmp_path, monkeypatch):
     from lipt_arch.basicsr_support.fused_validation import _triplets
@@ -249,13 +283,32 @@ def test_validation_panels_are_written_atomically(tmp_path, monkeypatch):
     before = panel.read_bytes()
     assert cv2.imdecode(np.frombuffer(before, np.uint8), cv2.IMREAD_UNCHANGED).shape == (8, 10 * 3 + 8, 3)
 
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(image_io.os, 'fsync', fsync)
+    monkeypatch.setattr(image_io.os, 'fsync', no_space)
     visuals['result'] = torch.rand(1, 3, 8, 10)
     with pytest.raises(ImageError, match='No space left'):
         one_validation_image()
+    assert panel.read_bytes() == before and listing(panel.parent) == [panel.name]
+
+
+def test_bicubic_comparison_panels_are_written_atomically(tmp_path, monkeypatch):
+    """``val.compare_bicubic``'s ``<name>_bicubic_LIPT_GT.png`` (LIPTModel): written through ``write_image`` into a
+    folder it creates; a failed write keeps the earlier panel byte-identical and leaves no temporary file."""
+    from lipt_arch.models.lipt_model import LIPTModel
+
+    model = LIPTModel.__new__(LIPTModel)  # what _score_bicubic uses of a LIPTModel in `basicsr test`
+    model.opt = {'scale': 2, 'val': {'metrics': {}}, 'path': {'visualization': str(tmp_path / 'vis')}}
+    model.is_train, model._dataset_name, model._lq_paths = False, 'Set5', ['x/baby.png']
+    model._bicubic, model._num_scored = {}, 0
+    model.lq, model.gt, model.output = torch.rand(1, 3, 4, 5), torch.rand(1, 3, 8, 10), torch.rand(1, 3, 8, 10)
+    panel = tmp_path / 'vis' / 'Set5' / 'baby_bicubic_LIPT_GT.png'
+    model._score_bicubic()
+    before = panel.read_bytes()
+    assert cv2.imdecode(np.frombuffer(before, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2] == (8, 10 * 3 + 8)
+
+    monkeypatch.setattr(image_io.os, 'fsync', no_space)
+    model.output = torch.rand(1, 3, 8, 10)
+    with pytest.raises(ImageError, match='baby_bicubic_LIPT_GT.png: cannot write: No space left'):
+        model._score_bicubic()
     assert panel.read_bytes() == before and listing(panel.parent) == [panel.name]
 
 
@@ -385,16 +438,45 @@ def test_float_tiff_outside_0_1_is_refused_with_its_range(model, tmp_path, capsy
     assert not (tmp_path / 'o.tif').exists()
 
 
-def test_float_0_255_would_come_out_white_without_the_rule(tmp_path):
+def test_float_0_255_would_come_out_white_without_the_rule(monkeypatch):
     """Control: what the rule prevents. The upscaler reads float as [0, 1] and clips its output, so 0..255 data
     comes out saturated (all white with a trained network; 0 or 1 everywhere with this random one)."""
+    from lipt_arch.deploy import inference
+
+    net = randomize_(LIPT(upscale=2, num_feat=8, num_block=1), seed=0).eval()
+    img = np.random.default_rng(0).uniform(0, 255, (10, 12, 3)).astype(np.float32)
+    monkeypatch.setattr(inference, 'check_float_range', lambda *args: None)  # the rule switched off
+    out = inference.upscale_array(net, img)
+    assert ((out == 0) | (out == 1)).mean() > 0.95
+    assert ((inference.upscale_array(net, img / 255) == 0) | (inference.upscale_array(net, img / 255) == 1)).mean() \
+        < 0.5
+
+
+def test_float_array_outside_0_1_is_refused_by_upscale_array():
+    """``upscale_array`` (Python arrays) applies the rule of float image files: one line with the minimum and
+    maximum, an ``ImageError`` (a ``ValueError``); [0, 1] within 1/255 passes, integer arrays are not checked."""
     from lipt_arch.deploy.inference import upscale_array
 
     net = randomize_(LIPT(upscale=2, num_feat=8, num_block=1), seed=0).eval()
     img = np.random.default_rng(0).uniform(0, 255, (10, 12, 3)).astype(np.float32)
-    out = upscale_array(net, img)
-    assert ((out == 0) | (out == 1)).mean() > 0.95
-    assert ((upscale_array(net, img / 255) == 0) | (upscale_array(net, img / 255) == 1)).mean() < 0.5
+    img[0, 0], img[1, 1] = 0, 255
+    with pytest.raises(ValueError) as err:
+        upscale_array(net, img)
+    assert isinstance(err.value, ImageError) and '\n' not in str(err.value)
+    assert str(err.value) == ('upscale_array: float32 array (10, 12, 3): float image with values from 0 to 255; '
+                              'float images must hold values in [0, 1] (0..255 data: divide by 255, or pass it as '
+                              'uint8)')
+    for bad in (np.nan, np.inf, -np.inf):
+        grey = np.full((6, 7), 0.5)
+        grey[2, 3] = bad
+        with pytest.raises(ImageError, match=r'float64 array \(6, 7\): float image with NaN or infinite samples'):
+            upscale_array(net, grey)
+    with pytest.raises(ImageError, match=r'from 0.5 to 1000.5; float images must hold values in \[0, 1\]$'):
+        upscale_array(net, np.full((6, 7), 0.5, np.float32) + 1000 * np.eye(6, 7, dtype=np.float32))
+    slack = np.clip(img / 255, 0, 1)
+    slack[0, 0], slack[1, 1] = -0.5 / 255, 1 + 0.5 / 255  # rounding after resampling: accepted
+    assert upscale_array(net, slack).shape == (20, 24, 3)
+    assert upscale_array(net, (img.round()).astype(np.uint8)).dtype == np.uint8
 
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf])

@@ -23,7 +23,7 @@
    reads are there (:func:`lipt_arch.validation.check_sections`: e.g. ``train:`` for ``basicsr train``).
 5. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to the final path (an
    interrupted save leaves a truncated checkpoint) and *ignore* failures after three tries. Ours write atomically
-   (:func:`lipt_arch.checkpoints.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>`` left by a
+   (:func:`lipt_arch.checkpoints.atomic_save`) and let a failure stop the run; a stale ``*.tmp<pid>.<hex>`` left by a
    killed save is never taken for a checkpoint (``--auto_resume`` only reads ``<iter>.state``). The training state
    also holds what the model's ``extra_training_state()`` returns (LIPTModel: the fp16 gradient scaler).
 6. ``train_pipeline`` resumes at the start of the saved epoch with freshly seeded random generators, so a resumed

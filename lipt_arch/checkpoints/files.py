@@ -8,10 +8,11 @@ import math
 import os
 import pickle
 import re
+import shutil
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from lipt_arch.errors import CheckpointError
+from lipt_arch.image_io import atomic_write, check_not_input, write_bytes
 
 PathOrState = str | os.PathLike | Mapping[str, Any]
 SAFETENSORS_CONFIG_KEY = 'lipt_config'
@@ -190,63 +192,37 @@ def checkpoint_format(path: str | os.PathLike, format: str | None = None) -> str
 def write_checkpoint(path: str | os.PathLike, state: Mapping[str, torch.Tensor], config: Mapping[str, Any],
                      format: str | None = None, inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Write ``{'params': state, 'config': config}`` as ``.pth`` or safetensors (config as JSON in the metadata,
-    key ``lipt_config``), atomically (:func:`atomic_write`; never over one of ``inputs``)."""
+    key ``lipt_config``), atomically (:func:`lipt_arch.image_io.atomic_write`, as :func:`atomic_save`; never over one
+    of ``inputs``: :func:`check_distinct`)."""
     if checkpoint_format(path, format) == 'safetensors':
-        from safetensors.torch import save_file  # optional dependency
+        from safetensors.torch import save  # optional dependency
 
         metadata = {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(dict(config))}
-        atomic_write(path, lambda tmp: save_file(dict(state), tmp, metadata=metadata), inputs)
+        check_distinct(path, *inputs)
+        # serialized in memory: save_file replaces the temporary file by one of its own with mode 0600
+        write_bytes(path, save(dict(state), metadata=metadata))
     else:
         atomic_save({'params': dict(state), 'config': dict(config)}, path, inputs)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path`` (:func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp), inputs)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
-                 inputs: Iterable[str | os.PathLike] = ()) -> None:
-    """Call ``write(temporary path)`` beside ``path``, give the result the mode a new file gets under the umask,
-    then rename it over ``path``. Refused (:class:`CheckpointError`, nothing written) when ``path`` is the same file
-    as one of ``inputs`` (:func:`check_distinct`)."""
-    path = os.fspath(path)
+    """``torch.save`` through :func:`lipt_arch.image_io.atomic_write`: a temporary file beside ``path``
+    (``<name>.tmp<pid>.<hex>``, which ``--auto_resume`` never takes for a state), fsynced and renamed over it; a
+    failure leaves no partial file and an existing ``path`` as it was; the mode follows the umask. ``path`` being the
+    same file as one of ``inputs`` raises :class:`CheckpointError` before anything is written (:func:`check_distinct`).
+    """
     check_distinct(path, *inputs)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def check_distinct(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
-    """:class:`CheckpointError` when ``output`` exists and is the same file as one of ``inputs``: the same path, a
-    symbolic link or a hard link (same device and inode)."""
-    for source in inputs:
-        try:
-            same = os.path.samefile(output, source)
-        except OSError:  # one of them does not exist (yet)
-            continue
-        if same:
-            raise CheckpointError(f'{os.fspath(output)}: output is the same file as the input {os.fspath(source)} '
-                                  '(same path or a link to it); write to another file')
-
-
-def current_umask() -> int:
-    """The process's umask (read without changing it where ``/proc`` tells it)."""
+    """:func:`lipt_arch.image_io.check_not_input` for checkpoints: :class:`CheckpointError` (its one line) when
+    ``output`` exists and is the same file as one of ``inputs`` (same device and inode: the same path, a symbolic
+    link or a hard link)."""
     try:
-        with open('/proc/self/status', encoding='ascii') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        check_not_input(output, inputs)
+    except shutil.SameFileError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def strip_ddp_prefix(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..image_io import check_float_range
+
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
@@ -114,7 +116,12 @@ def upscale_array(model: nn.Module, img: np.ndarray, tile: int = 0, tile_pad: in
     ``img``: (H, W) grey, (H, W, 1|2|3|4) grey / grey+alpha / BGR / BGRA; uint8, uint16 (kept 16-bit) or float
     in [0, 1]. Grey goes through a 3-channel model as three equal channels and comes back as their mean; alpha is
     upscaled separately (bicubic). A 1-channel model runs each colour channel on its own.
+
+    Float input follows the rule for float image files (:func:`lipt_arch.image_io.check_float_range`): finite and
+    within [0, 1] (1/255 of slack), else :class:`~lipt_arch.errors.ImageError` (a ``ValueError``) with the minimum
+    and maximum; 0..255 data is never guessed (it would come out saturated).
     """
+    check_float_range(f'upscale_array: {img.dtype} array {img.shape}', img, 'pass it as uint8')
     scale = int(getattr(model, 'upscale', 1))
     in_ch = int(getattr(model, 'config', {}).get('num_in_ch', 3))
     full = _full_scale(img.dtype)

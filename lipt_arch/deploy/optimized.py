@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..archs import reparameterize
 from ..archs.hrm import has_cpp_compiler
 from ..archs.lipt_arch import memory_format_of
+from ..image_io import write_bytes
 from ..validation import PRECISIONS
 from .inference import resolve_device, resolve_dtype
 
@@ -71,10 +72,11 @@ class OptimizedLIPT(nn.Module):
         return out.contiguous(memory_format=memory_format_of(x))  # Inductor picks its own output strides
 
     def save_onnx(self, path: str | os.PathLike) -> None:
-        """Write the int8 form's ONNX model (QDQ: QuantizeLinear / DequantizeLinear around int8 convs)."""
+        """Write the int8 form's ONNX model (QDQ: QuantizeLinear / DequantizeLinear around int8 convs) atomically
+        (:func:`lipt_arch.image_io.write_bytes`): a failed write keeps an existing file and leaves no partial one."""
         if self.onnx_model is None:
             raise ValueError(f'only the int8 form is an ONNX model; this one is {self.precision}')
-        Path(path).write_bytes(self.onnx_model)
+        write_bytes(path, self.onnx_model)
 
     def extra_repr(self) -> str:
         runtime = 'onnxruntime' if self._session is not None else 'torch' + (' compiled' if self.compiled else '')

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
@@ -27,6 +27,7 @@ from lipt_arch.basicsr_support.resume import preserved_rng
 from lipt_arch.checkpoints import check_weights, load_weights, read_checkpoint, unwrap_state_dict
 from lipt_arch.deploy.optimized import optimize
 from lipt_arch.errors import CheckpointError, NonFiniteLossError, OptionError
+from lipt_arch.image_io import write_image
 from lipt_arch.models import training_speed
 from lipt_arch.visualization import side_by_side
 
@@ -244,7 +245,8 @@ class LIPTModel(SRModel):
                     else f'image{self._num_scored:04d}')
             folder = os.path.join(self.opt['path']['visualization'], '' if self.is_train else self._dataset_name)
             panels = [data['img'], tensor2img([self.output.detach().cpu()]), data['img2']]
-            imwrite(side_by_side(panels), os.path.join(folder, f'{name}_bicubic_LIPT_GT.png'))
+            os.makedirs(folder, exist_ok=True)  # atomic: a failed write keeps an older panel of that name whole
+            write_image(os.path.join(folder, f'{name}_bicubic_LIPT_GT.png'), side_by_side(panels))
 
     def _log_validation_metric_values(self, current_iter, dataset_name: str, tb_logger) -> None:
         super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
