@@ -497,8 +497,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None], inputs: Iterable[
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(err, OSError) and err.filename in (None, tmp):
-            err.filename = path  # the error names the target, not the temporary file
+        if isinstance(err, OSError) and err.strerror and err.filename in (None, tmp):
+            err.filename = path  # the error names the target, not the temporary file (errno errors only: an
+            # OSError made from a bare message would print as "[Errno None] None")
         raise
 
 
