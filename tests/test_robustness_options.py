@@ -112,12 +112,17 @@ NUMBERS = {  # name: (change, text the error line starts with)
 }
 
 
-@pytest.mark.parametrize('case', NUMBERS)
-def test_bad_number_is_one_line_before_any_folder(tmp_path, capsys, case):
-    change, expected = NUMBERS[case]
+def _refused_case(tmp_path, capsys, cases: dict, case: str) -> None:
+    """Apply ``cases[case]``'s change to a valid option dict; the run must be refused with its expected line."""
+    change, expected = cases[case]
     opt = train_options(tmp_path)
     change(opt)
     _assert_refused(tmp_path, *_run(tmp_path, opt, capsys), expected)
+
+
+@pytest.mark.parametrize('case', NUMBERS)
+def test_bad_number_is_one_line_before_any_folder(tmp_path, capsys, case):
+    _refused_case(tmp_path, capsys, NUMBERS, case)
 
 
 # types looked up in BasicSR's registries ------------------------------------------------------------------------
@@ -178,10 +183,7 @@ SECTIONS = {
 
 @pytest.mark.parametrize('case', SECTIONS)
 def test_missing_train_section_is_one_line(tmp_path, capsys, case):
-    change, expected = SECTIONS[case]
-    opt = train_options(tmp_path)
-    change(opt)
-    _assert_refused(tmp_path, *_run(tmp_path, opt, capsys), expected)
+    _refused_case(tmp_path, capsys, SECTIONS, case)
 
 
 # gt_size and the training images --------------------------------------------------------------------------------
