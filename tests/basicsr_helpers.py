@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,5 +84,8 @@ def start_basicsr(args: list[str], cwd: Path, module: str = 'lipt_arch.basicsr_s
     """Start ``python -m MODULE ARGS`` in ``cwd`` (default: the ``basicsr`` console script's code, no PATH lookup);
     read it with ``.communicate()`` (text)."""
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
+    # Ctrl-C reaches the child as from a terminal even when this process runs in the background (where the shell
+    # ignores SIGINT and children inherit that).
     return subprocess.Popen([sys.executable, '-m', module, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
