@@ -85,7 +85,8 @@ LIPTModel, batch 16 of 48x48 LR patches (images smaller than the HR patch left o
 zero-initialised residual branches (x2), EMA 0.995, `train.amp: bf16` and `train.compile: rep_convs` (the fastest step
 on an AVX512-BF16 CPU). The training state travels in git (`zoo/training/<run>/`, `python benchmarks/zoo_state.py
 save|restore <option file>`), so a run continues where the last machine stopped. Short pilot runs chose the recipe
-(AMD EPYC Zen 4, AVX512-BF16, 2 threads; Set5 of the fused EMA network as BasicSR's validation reports it):
+(AMD EPYC Zen 4, AVX512-BF16, 2 threads; Set5 of the fused EMA network as BasicSR's validation reports it; step
+times as the training logs report them, beside other work at load averages 2-14: not idle timings):
 
 | run | step (s) | Set5 (dB) |
 |---|---|---|

@@ -34,9 +34,9 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize('batch, height, width', [(1, 37, 45), (2, 16, 24), (1, 5, 3)])
 def test_onnxruntime_matches_pytorch(exported, batch, height, width):
     model, path = exported
-    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    runtime = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     x = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
-    got = session.run(None, {'image': x.numpy()})[0]
+    got = runtime.run(None, {'image': x.numpy()})[0]
     with torch.no_grad():
         expected = model(x).numpy()
     assert got.shape == (batch, 3, 3 * height, 3 * width)

@@ -39,8 +39,8 @@ def check_onnx(model: LIPT, path: str | os.PathLike, sizes: tuple[tuple[int, int
         import onnxruntime
     except ImportError:
         return None
-    session = onnxruntime.InferenceSession(os.fspath(path), providers=['CPUExecutionProvider'])
-    name = session.get_inputs()[0].name
+    runtime = onnxruntime.InferenceSession(os.fspath(path), providers=['CPUExecutionProvider'])
+    name = runtime.get_inputs()[0].name
     net = copy.deepcopy(model).float().cpu().eval()
     gen = torch.Generator().manual_seed(seed)
     error = 0.0
@@ -48,7 +48,7 @@ def check_onnx(model: LIPT, path: str | os.PathLike, sizes: tuple[tuple[int, int
         x = torch.rand(1, model.config['num_in_ch'], *size, generator=gen)
         with torch.no_grad():
             expected = net(x)
-        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        got = torch.from_numpy(runtime.run(None, {name: x.numpy()})[0])
         error = max(error, (got - expected).abs().max().item())
     return error
 
@@ -59,14 +59,14 @@ def onnx_psnr(model: LIPT, path: str | os.PathLike, inputs: list[torch.Tensor]) 
     not ~1e-5. Needs onnxruntime."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(os.fspath(path), providers=['CPUExecutionProvider'])
-    name = session.get_inputs()[0].name
+    runtime = onnxruntime.InferenceSession(os.fspath(path), providers=['CPUExecutionProvider'])
+    name = runtime.get_inputs()[0].name
     net = copy.deepcopy(model).float().cpu().eval()
     lowest = math.inf
     for x in inputs:
         with torch.no_grad():
             expected = net(x).clamp(0, 1)
-        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0]).clamp(0, 1)
+        got = torch.from_numpy(runtime.run(None, {name: x.numpy()})[0]).clamp(0, 1)
         mse = (got - expected).square().mean().item()
         lowest = min(lowest, math.inf if mse == 0 else -10 * math.log10(mse))
     return lowest
