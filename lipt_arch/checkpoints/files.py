@@ -399,16 +399,18 @@ def state_dict_mismatch(net: nn.Module, state: Mapping[str, torch.Tensor]) -> st
 
 
 def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, target: str,
-                 strict: bool = True, hint: str = '') -> None:
+                 strict: bool = True, hint: str = '') -> list[str]:
     """``net.load_state_dict(state)``; a state that does not fit raises :class:`CheckpointError`
     ``'<source>: weights do not fit <target>: <what differs><hint>'``.
 
-    ``strict=False`` loads what fits and skips tensors whose name or shape the network does not have.
+    ``strict=False`` loads what fits and skips tensors whose name or shape the network does not have. Returns the
+    names of the network's tensors left at their initial values (empty when ``strict``), sorted.
     """
+    own = net.state_dict()
     if not strict:
-        own = net.state_dict()
         state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
     problem = state_dict_mismatch(net, state) if strict else ''
     if problem:
         raise CheckpointError(f'{source}: weights do not fit {target}: {problem}{hint}')
     net.load_state_dict(state, strict=strict)
+    return sorted(set(own) - set(state))

@@ -109,15 +109,12 @@ class LIPTModel(SRModel):
         source = f'{option}{load_path}'
         state = unwrap_state_dict(checkpoint, source, keys)
         check_weights(source, state)  # floating point and finite; the shapes are load_weights' check
-        load_weights(net, state, source, f'network_g {dict(self.opt["network_g"])}', strict, hint)
+        left = load_weights(net, state, source, f'network_g {dict(self.opt["network_g"])}', strict, hint)
         get_root_logger().info(f'Loaded {net.__class__.__name__} from {load_path} [{param_key}].')
-        if not strict:
-            own = net.state_dict()
-            kept = [k for k in own if k in state and state[k].shape == own[k].shape]
-            if len(kept) < len(own):
-                left = sorted(set(own) - set(kept))
-                get_root_logger().info(f'strict_load_g false: {len(kept)} of {len(own)} tensors loaded; left at '
-                                       f'their initial values: {", ".join(left)}')
+        if left:
+            total = len(net.state_dict())
+            get_root_logger().info(f'strict_load_g false: {total - len(left)} of {total} tensors loaded; left at '
+                                   f'their initial values: {", ".join(left)}')
 
     # training ------------------------------------------------------------------------------------------------
     def optimize_parameters(self, current_iter: int) -> None:
