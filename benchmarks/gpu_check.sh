@@ -13,8 +13,9 @@
 #      LIPT-Tiny and LIPT-Small, and SPAN, SAFMN, SwinIR-light (benchmarks/latency.py --device cuda --compile)
 #   4. 200 training iterations of LIPT-Small x2 under `basicsr train` (options/gpu_check_LIPT_x2.yml)
 # The GPU machine has no network: basicsr and spandrel travel as wheels (.gpu_wheels, made by --prepare), the
-# golden tensors as a copy of ../shared/golden (.gpu_shared/golden); both folders are in .gitignore and must be
-# named in the run's carry list. The wheels, the environment step and the step runner are benchmarks/gpu_common.sh.
+# golden tensors as a copy of the files of ../shared/golden that the CUDA tests read (.gpu_shared/golden); both
+# folders are in .gitignore and must be named in the run's carry list. The wheels, the environment step and the step
+# runner are benchmarks/gpu_common.sh.
 set -uo pipefail
 
 MODE=run
@@ -32,12 +33,19 @@ source "$REPO/benchmarks/gpu_common.sh"
 OUT=${OUT:-$REPO/gpu_check_out}
 PY=${PYTHON:-python3}
 TITLE='the GPU check' SCRIPT_NAME=gpu_check.sh REQUIRED_MODULES='basicsr pytest' NEED_CUDA=1 DEVICE=cuda
+# What tests/test_cuda.py reads of each golden case (the converted-form files stay behind: the carry is 64 MiB).
+CUDA_GOLDEN_FILES=(config.json state_dict.pt input.pt output_eval.pt output_train.pt)
 
 if [ "$MODE" = prepare ]; then
   set -e
   gpu_prepare_wheels
   mkdir -p .gpu_shared
-  rm -rf .gpu_shared/golden && cp -r "${LIPT_SHARED:-$REPO/../shared}/golden" .gpu_shared/golden
+  rm -rf .gpu_shared/golden
+  for case in "${LIPT_SHARED:-$REPO/../shared}"/golden/*/; do
+    [ -f "$case/config.json" ] || continue
+    mkdir -p ".gpu_shared/golden/$(basename "$case")"
+    for file in "${CUDA_GOLDEN_FILES[@]}"; do cp "$case/$file" ".gpu_shared/golden/$(basename "$case")/"; done
+  done
   gpu_carry_budget .gpu_wheels .gpu_shared/golden
   echo "prepared: run the check with carry [\".gpu_wheels\", \".gpu_shared/golden\"]"
   exit 0

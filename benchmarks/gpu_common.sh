@@ -40,7 +40,7 @@ gpu_carry_budget() {
   total=$((${tree:-0} + ${untracked:-0}))
   line="carry budget: tracked files $(_mib "${tree:-0}"), untracked files $(_mib "${untracked:-0}")"
   for path in "$@"; do
-    size=$(du -sb "$REPO/$path" 2> /dev/null | cut -f1)
+    size=$(du -sb "$REPO/$path" 2> /dev/null | cut -f1) || size=0  # a path not there counts 0
     total=$((total + ${size:-0}))
     line="$line, $path $(_mib "${size:-0}")"
   done

@@ -55,3 +55,41 @@ def test_option_file_is_a_200_iteration_cuda_run_on_bundled_photos():
     assert {d['type'] for d in opt['datasets'].values()} == {'SkimageSRDataset'}  # no data files needed
     assert opt['val']['val_freq'] == opt['train']['total_iter']
     assert 'gpu_check_LIPT_x2.yml' in SCRIPT.read_text()
+
+
+def _files_test_cuda_reads() -> set[str]:
+    """The golden file names tests/test_cuda.py opens: quoted literals and ``output_{key}.pt`` over its keys."""
+    source = (REPO / 'tests' / 'test_cuda.py').read_text()
+    names = set(re.findall(r"'(\w+\.(?:pt|json))'", source))
+    for keys in re.findall(r"output_\{key\}\.pt'.*?for key in \(([^)]*)\)", source):
+        names |= {f'output_{key}.pt' for key in re.findall(r"'(\w+)'", keys)}
+    return names
+
+
+def test_prepare_copies_only_the_golden_files_the_cuda_tests_read(tmp_path):
+    # the script and its helpers in a scratch repository, so the real .gpu_shared is left alone
+    (tmp_path / 'repo' / 'benchmarks').mkdir(parents=True)
+    for name in ('gpu_check.sh', 'gpu_common.sh'):
+        shutil.copy2(REPO / 'benchmarks' / name, tmp_path / 'repo' / 'benchmarks' / name)
+    subprocess.run(['git', 'init', '-q', str(tmp_path / 'repo')], check=True)
+    wheels = tmp_path / 'repo' / '.gpu_wheels'  # already built: --prepare builds nothing
+    wheels.mkdir()
+    for wheel in ('basicsr-1.4.2-py3-none-any.whl', 'spandrel-0.4.1-py3-none-any.whl'):
+        (wheels / wheel).write_bytes(b'')
+    case = tmp_path / 'shared' / 'golden' / 'A_tiny_x2'
+    case.mkdir(parents=True)
+    shipped = {'config.json', 'state_dict.pt', 'deploy_state_dict.pt', 'input.pt', 'output_eval.pt',
+               'output_train.pt', 'output_deploy.pt'}
+    for name in shipped:
+        (case / name).write_bytes(b'x')
+    (tmp_path / 'shared' / 'golden' / 'README.md').write_text('not a case')
+    result = subprocess.run(['bash', str(tmp_path / 'repo' / 'benchmarks' / 'gpu_check.sh'), '--prepare'],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'LIPT_SHARED': str(tmp_path / 'shared')})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'carry budget:' in result.stdout and '.gpu_shared/golden' in result.stdout
+    copied = {p.name for p in (tmp_path / 'repo' / '.gpu_shared' / 'golden' / 'A_tiny_x2').iterdir()}
+    reads = _files_test_cuda_reads()
+    assert {'config.json', 'state_dict.pt', 'output_eval.pt', 'output_train.pt'} <= reads
+    assert copied == reads and 'deploy_state_dict.pt' not in copied
+    assert sorted(p.name for p in (tmp_path / 'repo' / '.gpu_shared' / 'golden').iterdir()) == ['A_tiny_x2']
