@@ -68,9 +68,8 @@ lists them, `lipt_arch.zoo.load_pretrained('tiny', scale=4)` loads one, and `lip
 `tests/test_zoo.py` checks that an installed wheel reproduces the Set5 scores within 0.02 dB.
 
 **What these are.** CPU-budget models: LIPT-Tiny trained for one to three hours on 2 CPU cores with this project's own
-pipeline
-(`basicsr train` + LIPTModel) on the classic small training sets, not on the paper's DF2K (not obtainable on the
-machines this project trains on) and not for the paper's 1000 epochs on 8 GPUs. They beat bicubic clearly and stay
+pipeline (`basicsr train` + LIPTModel) on the classic small training sets, not on the paper's DF2K (not obtainable on
+the machines this project trains on) and not for the paper's 1000 epochs on 8 GPUs. They beat bicubic clearly and stay
 well below the paper's LIPT-Tiny; train with `options/train_LIPT_tiny_x*.yml` on DF2K for the paper's numbers.
 Y-PSNR (dB) / SSIM on the Y channel, `scale` border pixels cropped, HR modcropped, LR by MATLAB-style bicubic
 (LIPT_SPEC.md section 4); Urban100 is its first 20 images. FSRCNN's and VDSR's columns are their published scores
@@ -78,15 +77,15 @@ Y-PSNR (dB) / SSIM on the Y channel, `scale` border pixels cropped, HR modcroppe
 
 ## How they are trained
 
-`options/zoo/train_LIPT_tiny_x2_lr48.yml`, then `..._x4_lr48.yml` from the x2 network's EMA weights (every tensor but
-the tail; at 500 iterations the x4 EMA still mixed in the random initial tail, its training network had 30.61 dB);
-lipt-tiny-x3 is an earlier 400-iteration run (`options/zoo/train_LIPT_tiny_x3_zoo.yml`). Recipe: `basicsr train` with
-LIPTModel, batch 16 of 48x48 LR patches (images smaller than the HR patch left out), Adam, a cosine schedule,
-zero-initialised residual branches (x2), EMA 0.995, `train.amp: bf16` and `train.compile: rep_convs` (the fastest step
-on an AVX512-BF16 CPU). The training state travels in git (`zoo/training/<run>/`, `python benchmarks/zoo_state.py
-save|restore <option file>`), so a run continues where the last machine stopped. Short pilot runs chose the recipe
-(AMD EPYC Zen 4, AVX512-BF16, 2 threads; Set5 of the fused EMA network as BasicSR's validation reports it; step
-times as the training logs report them, beside other work at load averages 2-14: not idle timings):
+`options/zoo/train_LIPT_tiny_x2_lr48.yml`, then `..._x3_lr48.yml` and `..._x4_lr48.yml`, each from the x2 network's
+EMA weights at iteration 3000 (every tensor but the tail, whose shape depends on the scale; at 500 iterations the EMA
+still mixes in the random initial tail, so its score there is low). Recipe: `basicsr train` with LIPTModel, batch 16
+of 48x48 LR patches (images smaller than the HR patch left out), Adam, a cosine schedule, zero-initialised residual
+branches (x2), EMA 0.995, `train.amp: bf16` and `train.compile: rep_convs` (the fastest step on an AVX512-BF16 CPU).
+The training state travels in git (`zoo/training/<run>/`, `python benchmarks/zoo_state.py save|restore <option
+file>`), so a run continues where the last machine stopped. Short pilot runs chose the recipe (AMD EPYC Zen 4,
+AVX512-BF16, 2 threads; Set5 of the fused EMA network as BasicSR's validation reports it; step times as the training
+logs report them, beside other work at load averages 2-14: not idle timings):
 
 | run | step (s) | Set5 (dB) |
 |---|---|---|
@@ -95,6 +94,7 @@ times as the training logs report them, beside other work at load averages 2-14:
 | x2 continued in the fused form from 3000, lr 1.4e-3 (the cosine's value there) | 0.46 | diverged: 11.66 at +250 |
 | x2 continued in the fused form from 3000, lr 2e-4 | 0.45 | 37.43 / 37.42 at +250 / +500 (no gain) |
 | x4 from x2 (3000), lr 1e-3 | 2.0-2.9 | 27.75 / 31.08 / 31.32 / 31.40 at 500 / 1000 / 1500 / 2000 |
+| x3 from x2 (3000), lr 1e-3 | 2.0-3.0 | 29.57 / 33.41 / 33.66 / 33.72 at 500 / 1000 / 1500 / 2000 |
 
 The fused form's step is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
 attention projections it does not train at the six-branch form's learning rate, and at a rate it survives it gains

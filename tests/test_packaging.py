@@ -21,7 +21,7 @@ from .conftest import REPO
 def test_checkout_uses_the_top_level_options_folder():
     assert options_dir() == REPO / 'options'
     names = bundled_options()
-    assert 'demo_LIPT_x2.yml' in names and 'zoo/train_LIPT_tiny_x2_zoo.yml' in names
+    assert 'demo_LIPT_x2.yml' in names and 'zoo/train_LIPT_tiny_x2_lr48.yml' in names
     assert len(names) == len(list((REPO / 'options').rglob('*.yml')))
 
 
@@ -30,7 +30,8 @@ def test_resolve_option(tmp_path, monkeypatch):
     demo = str(REPO / 'options' / 'demo_LIPT_x2.yml')
     for name in ('demo', 'demo_LIPT_x2', 'demo_LIPT_x2.yml', 'options/demo_LIPT_x2.yml'):
         assert resolve_option(name) == demo, name
-    assert resolve_option('zoo/train_LIPT_tiny_x3_zoo') == str(REPO / 'options' / 'zoo' / 'train_LIPT_tiny_x3_zoo.yml')
+    x3 = str(REPO / 'options' / 'zoo' / 'train_LIPT_tiny_x3_lr48.yml')
+    assert resolve_option('zoo/train_LIPT_tiny_x3_lr48') == x3
     (tmp_path / 'demo').write_text('name: mine\n')  # a local file wins over a bundled name
     assert resolve_option('demo') == 'demo'
     with pytest.raises(OptionNotFoundError, match=r'option file not found: nope\.yml .*train_LIPT_tiny_x2\.yml'):
@@ -49,7 +50,7 @@ def test_lipt_options_lists_and_prints(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert lipt_main(['options']) == 0
     out = capsys.readouterr().out
-    assert 'demo  (= demo_LIPT_x2.yml)' in out and 'zoo/train_LIPT_tiny_x4_zoo.yml' in out
+    assert 'demo  (= demo_LIPT_x2.yml)' in out and 'zoo/train_LIPT_tiny_x4_lr48.yml' in out
     assert lipt_main(['options', 'demo']) == 0
     assert capsys.readouterr().out.strip() == str(REPO / 'options' / 'demo_LIPT_x2.yml')
     assert lipt_main(['options', 'nope']) == 1

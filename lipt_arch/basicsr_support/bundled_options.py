@@ -25,7 +25,7 @@ def options_dir() -> Path:
 
 
 def bundled_options() -> list[str]:
-    """Names (relative to :func:`options_dir`, e.g. ``'demo_LIPT_x2.yml'``, ``'zoo/train_LIPT_tiny_x2_zoo.yml'``) of
+    """Names (relative to :func:`options_dir`, e.g. ``'demo_LIPT_x2.yml'``, ``'zoo/train_LIPT_tiny_x2_lr48.yml'``) of
     the bundled option YAML files, sorted."""
     root = options_dir()
     return sorted(p.relative_to(root).as_posix() for p in root.rglob('*.yml'))
