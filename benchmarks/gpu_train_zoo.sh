@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Continue the model-zoo trainings (options/zoo/train_LIPT_tiny_{x4,x2}_lr48.yml) on one CUDA device for a few
+# Continue the model-zoo trainings (options/zoo/train_LIPT_tiny_{x4,x3}_lr48.yml) on one CUDA device for a few
 # minutes, from the state committed in zoo/training/, and bring the new state back for git; results under $OUT
 # (default ./gpu_train_zoo_out).
 #
@@ -14,11 +14,11 @@
 # Steps THERE (each with its own time limit; a failing step is recorded and the next one runs):
 #   1. environment: python3 with torch and a CUDA device (stops with one line if either is missing); basicsr from
 #      the wheels (benchmarks/gpu_common.sh, shared with gpu_check.sh)
-#   2. x4, then 3. x2: what `python benchmarks/zoo_state.py restore` does (the state in zoo/training/<name>/, when
+#   2. x4, then 3. x3: what `python benchmarks/zoo_state.py restore` does (the state in zoo/training/<name>/, when
 #      there is one), then `basicsr train --auto_resume` with the option file's own schedule and, through --force_yml,
 #      num_gpu 1 and the data folders under .gpu_shared/datasets. The step's time limit stops the training with
 #      SIGTERM, which is the expected end: checkpoints are written every 250 iterations, so the newest one is a
-#      resumable state. x2 also gets the time x4 leaves unused (x4 ends early when it reaches its total_iter).
+#      resumable state. x3 also gets the time x4 leaves unused (x4 ends early when it reaches its total_iter).
 #   4. save: for each model with a state newer than zoo/training's, what `zoo_state.py save` keeps (net_g_<iter>.pth,
 #      <iter>.state without the Adam moments) and the new train log, into $OUT/<name>/.
 # $OUT then holds at most 8 files (what comes back from a run): summary.txt, steps.log (the output of all steps) and
@@ -28,7 +28,7 @@
 # .gitignore and must be named in the run's carry list. gpu_check.sh's golden copy (.gpu_shared/golden) is not
 # needed here and does not fit together with the images: carry .gpu_shared/datasets, not .gpu_shared.
 #
-# Environment: GPU_TRAIN_ZOO_X4_S / GPU_TRAIN_ZOO_X2_S (the training limits, default 210 / 135 s: lower them to
+# Environment: GPU_TRAIN_ZOO_X4_S / GPU_TRAIN_ZOO_X3_S (the training limits, default 210 / 135 s: lower them to
 # share a 15-minute lease with gpu_check.sh), GPU_TRAIN_ZOO_FORCE (more --force_yml entries for both models, e.g.
 # "train:compile=network"), GPU_TRAIN_ZOO_DATA (the data copy, default .gpu_shared/datasets), GPU_TRAIN_ZOO_WORK
 # (where experiments/ goes, default the repository root), GPU_TRAIN_ZOO_STATES (the saved states restored from and
@@ -56,7 +56,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO" || exit 2
 # shellcheck source=benchmarks/gpu_common.sh
 source "$REPO/benchmarks/gpu_common.sh"
-OPTIONS=(options/zoo/train_LIPT_tiny_x4_lr48.yml options/zoo/train_LIPT_tiny_x2_lr48.yml)  # the order they train in
+OPTIONS=(options/zoo/train_LIPT_tiny_x4_lr48.yml options/zoo/train_LIPT_tiny_x3_lr48.yml)  # the order they train in
 DATA=${GPU_TRAIN_ZOO_DATA:-$REPO/.gpu_shared/datasets}
 STATES=${GPU_TRAIN_ZOO_STATES:-$REPO/zoo/training}
 PY=${PYTHON:-python3}
@@ -233,11 +233,11 @@ fi
 # The limits; a CPU smoke run (a slow machine's imports and a CPU step) gets 10 minutes a step.
 if [ "$MODE" = smoke ]; then LIMITS=(600 600 600 600); else LIMITS=(45 210 135 40); fi
 X4_S=${GPU_TRAIN_ZOO_X4_S:-${LIMITS[1]}}
-X2_S=${GPU_TRAIN_ZOO_X2_S:-${LIMITS[2]}}
+X3_S=${GPU_TRAIN_ZOO_X3_S:-${LIMITS[2]}}
 STEPS=(
   "environment|${LIMITS[0]}|step_environment"
   "x4|${X4_S}|step_train_x4"
-  "x2|${X2_S}+|step_train_x2"
+  "x3|${X3_S}+|step_train_x3"
   "save|${LIMITS[3]}|step_save"
 )
 
@@ -261,7 +261,7 @@ OUT=${OUT:-$REPO/gpu_train_zoo_out}
 STEP_LOG=$OUT/steps.log
 mkdir -p "$OUT" "$WORK" || exit 2
 export WORK DATA STATES SMOKE_ITERS GPU_TRAIN_ZOO_WORK=$WORK GPU_TRAIN_ZOO_FORCE=${GPU_TRAIN_ZOO_FORCE:-}
-export OPTION_X4=${OPTIONS[0]} OPTION_X2=${OPTIONS[1]}
+export OPTION_X4=${OPTIONS[0]} OPTION_X3=${OPTIONS[1]}
 
 # Restore OPT's committed state into $WORK/experiments (when there is one) and train it until STEP_LIMIT is near.
 train_zoo() {
@@ -284,13 +284,13 @@ train_zoo() {
 }
 
 step_train_x4() { train_zoo "$OPTION_X4"; }
-step_train_x2() { train_zoo "$OPTION_X2"; }
+step_train_x3() { train_zoo "$OPTION_X3"; }
 
 # What `zoo_state.py save` keeps of each model's newest state (its own code, pointed at $OUT instead of
 # zoo/training), when it is newer than the saved one in $STATES; of the train logs only the new ones; a line per
 # model in the summary (iterations, the last Set5 PSNR).
 step_save() {
-  "$PY" - "$REPO" "$WORK/experiments" "$OUT" "$STATES" "$OPTION_X4" "$OPTION_X2" <<'PYTHON' | tee -a "$SUMMARY"
+  "$PY" - "$REPO" "$WORK/experiments" "$OUT" "$STATES" "$OPTION_X4" "$OPTION_X3" <<'PYTHON' | tee -a "$SUMMARY"
 import re
 import sys
 from pathlib import Path

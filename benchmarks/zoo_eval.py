@@ -91,13 +91,14 @@ logs report them, beside other work at load averages 2-14: not idle timings):
 |---|---|---|
 | x2, six-branch form, EMA 0.999 | 2.4-2.9 | 14.73 at 500 (61% initial weights; training network 34.10) |
 | x2, six-branch form, EMA 0.995 | 2.2-2.9 | 37.26 / 37.43 / 37.48 at 2000 / 2500 / 3000 |
-| x2 from 3000 with the cosine shortened to end at 4250 (lr 4e-4 down to 1e-5) | 2.0-2.8 | 37.48 / 37.48 / 37.48 at 3500 / 4000 / 4250 (flat: the shipped x2 stays at 3000) |
+| x2 from 3000, cosine shortened to 4250 (lr 4e-4 to 1e-5) | 2.0-2.8 | 37.48 / 37.48 / 37.48 at 3500 / 4000 / 4250 |
 | x2 continued in the fused form from 3000, lr 1.4e-3 (the cosine's value there) | 0.46 | diverged: 11.66 at +250 |
 | x2 continued in the fused form from 3000, lr 2e-4 | 0.45 | 37.43 / 37.42 at +250 / +500 (no gain) |
 | x4 from x2 (3000), lr 1e-3 | 2.0-2.9 | 27.75 / 31.08 / 31.32 / 31.40 at 500 / 1000 / 1500 / 2000 |
 | x3 from x2 (3000), lr 1e-3 | 2.0-3.0 | 29.57 / 33.41 / 33.66 / 33.72 at 500 / 1000 / 1500 / 2000 |
 
-The fused form's step is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
+The x2 curve is flat after 3000 iterations, so the shipped x2 is the network of iteration 3000. The fused form's step
+is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
 attention projections it does not train at the six-branch form's learning rate, and at a rate it survives it gains
 nothing; every shipped model trains in the six-branch form. **Fine-tuning on your own data**: start from the training
 form, `zoo/training/<run>/net_g_<iter>.pth` in the repository (`path.pretrain_network_g` with `param_key_g:

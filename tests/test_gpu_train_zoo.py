@@ -23,7 +23,7 @@ from .conftest import REPO
 SCRIPT = REPO / 'benchmarks' / 'gpu_train_zoo.sh'
 COMMON = REPO / 'benchmarks' / 'gpu_common.sh'
 OPTIONS = {'x4': REPO / 'options' / 'zoo' / 'train_LIPT_tiny_x4_lr48.yml',
-           'x2': REPO / 'options' / 'zoo' / 'train_LIPT_tiny_x2_lr48.yml'}
+           'x3': REPO / 'options' / 'zoo' / 'train_LIPT_tiny_x3_lr48.yml'}
 BUDGET_S = 8 * 60
 MAX_FILES_BACK = 8  # what one device run brings back from $OUT
 pytestmark = pytest.mark.skipif(shutil.which('bash') is None, reason='needs bash')
@@ -44,11 +44,11 @@ def test_script_parses_and_its_steps_fit_the_budget():
     dry = _run('--dry-run')
     assert dry.returncode == 0, dry.stderr
     steps = re.findall(r'^(\w+): limit (\d+) s', dry.stdout, re.M)
-    assert [name for name, _ in steps] == ['environment', 'x4', 'x2', 'save']  # x4 first
+    assert [name for name, _ in steps] == ['environment', 'x4', 'x3', 'save']  # x4 first
     total = int(re.search(r'total limit: (\d+) s', dry.stdout).group(1))
     assert total == sum(int(limit) for _, limit in steps) <= BUDGET_S
-    shorter = _run('--dry-run', env={'GPU_TRAIN_ZOO_X4_S': '100', 'GPU_TRAIN_ZOO_X2_S': '50'})
-    assert re.search(r'^x4: limit 100 s', shorter.stdout, re.M) and re.search(r'^x2: limit 50 s', shorter.stdout, re.M)
+    shorter = _run('--dry-run', env={'GPU_TRAIN_ZOO_X4_S': '100', 'GPU_TRAIN_ZOO_X3_S': '50'})
+    assert re.search(r'^x4: limit 100 s', shorter.stdout, re.M) and re.search(r'^x3: limit 50 s', shorter.stdout, re.M)
 
 
 def test_overrides_name_existing_options_and_point_at_the_carried_data(tmp_path):
@@ -107,29 +107,29 @@ def _state(path: Path, iteration: int, moments: bool = False) -> None:
 
 
 def test_collect_copies_newer_stripped_states_and_refuses_others(tmp_path):
-    x4, x2 = _name(OPTIONS['x4']), _name(OPTIONS['x2'])
+    x4, x3 = _name(OPTIONS['x4']), _name(OPTIONS['x3'])
     back, zoo = tmp_path / 'back', tmp_path / 'zoo'
-    for folder in (back / x4, back / x2, zoo / x2):
+    for folder in (back / x4, back / x3, zoo / x3):
         folder.mkdir(parents=True)
-    (zoo / x2 / 'net_g_3000.pth').write_bytes(b'old')
-    _state(zoo / x2 / '3000.state', 3000)
-    (zoo / x2 / 'train_old.log').write_text('old')
-    (back / x2 / 'net_g_3250.pth').write_bytes(b'new')
-    _state(back / x2 / '3250.state', 3250)
-    (back / x2 / 'train_new.log').write_text('new')
+    (zoo / x3 / 'net_g_3000.pth').write_bytes(b'old')
+    _state(zoo / x3 / '3000.state', 3000)
+    (zoo / x3 / 'train_old.log').write_text('old')
+    (back / x3 / 'net_g_3250.pth').write_bytes(b'new')
+    _state(back / x3 / '3250.state', 3250)
+    (back / x3 / 'train_new.log').write_text('new')
     (back / x4 / 'net_g_500.pth').write_bytes(b'x4')
     _state(back / x4 / '500.state', 500, moments=True)  # not saved the zoo_state.py way: refused
     result = _run('--collect', str(back), env={'GPU_TRAIN_ZOO_STATES': str(zoo)})
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f'{x2}: iteration 3000 -> 3250' in result.stdout
+    assert f'{x3}: iteration 3000 -> 3250' in result.stdout
     assert f'{x4}: not collected' in result.stdout and 'Adam moments' in result.stdout
-    assert sorted(p.name for p in (zoo / x2).iterdir()) == ['3250.state', 'net_g_3250.pth', 'train_new.log',
+    assert sorted(p.name for p in (zoo / x3).iterdir()) == ['3250.state', 'net_g_3250.pth', 'train_new.log',
                                                             'train_old.log']
     assert not (zoo / x4).exists()
 
 
 def _tiny_data(root: Path) -> Path:
-    """One 200x200 HR image a training folder (x4 skips images under 192 pixels), one 64x64 for Set5."""
+    """One 200x300 HR image a training folder (x4 skips images under 192 pixels), one 64x64 for Set5."""
     import cv2
     import numpy as np
 
