@@ -2,14 +2,18 @@
 
     python benchmarks/zoo_eval.py --name lipt-tiny-x2 --experiment experiments/zoo_LIPT_tiny_x2_lr48 \
         [--checkpoint experiments/zoo_LIPT_tiny_x2_lr48/models/net_g_3000.pth] [--init-from lipt-tiny-x2]
+    python benchmarks/zoo_eval.py --name lipt-tiny-denoise --experiment experiments/zoo_LIPT_tiny_denoise_blind
     python benchmarks/zoo_eval.py --markdown docs/models.md --readme README.md --figure docs/models_x4.png  # docs
 
 The first form reads ``<experiment>/models/net_g_latest.pth`` or ``--checkpoint`` (a BasicSR training checkpoint of
 ``basicsr train`` with LIPTModel; its EMA weights), the option file BasicSR copied into the experiment folder and its
 training logs (every resumed part), writes the fused
-weights to ``lipt_arch/zoo/weights/<name>.safetensors`` and the card (data, recipe, iterations, time, Y-PSNR / SSIM on
-Set5, Set14, B100 and Urban100 next to bicubic and the paper's) to ``lipt_arch/zoo/models.json``. Test sets come from
-``$LIPT_SHARED/datasets`` (default ``../shared``).
+weights to ``lipt_arch/zoo/weights/<name>.safetensors`` and the card (data, recipe, iterations, time, scores) to
+``lipt_arch/zoo/models.json``. The task comes from the training dataset's type: SR models score Y-PSNR / SSIM on
+Set5, Set14, B100 and Urban100 next to bicubic and the paper's; the denoising model (LIPTDenoiseDataset) RGB PSNR /
+SSIM on CBSD68, Kodak24, McMaster and Urban100 at sigma 15, 25, 50; the JPEG model (LIPTJPEGDataset) gray PSNR /
+SSIM / PSNR-B on Classic5 and LIVE1 at quality 10, 20, 30, 40, each next to the degraded input's. Test sets come
+from ``$LIPT_SHARED/datasets`` (default ``../shared``).
 """
 from __future__ import annotations
 
@@ -34,10 +38,19 @@ from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
 from lipt_arch.data.sr_pairs import bicubic_upsample, list_images, load_folder_pairs  # noqa: E402
 from lipt_arch.visualization import side_by_side  # noqa: E402
-from lipt_arch.zoo import file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
-from lipt_arch.zoo.evaluate import network_upscaler, psnr_y, score_folder  # noqa: E402
+from lipt_arch.zoo import LEVEL_NAMES, file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
+from lipt_arch.zoo.evaluate import (  # noqa: E402
+    RESTORATION,
+    TEST_FOLDERS,
+    TEST_SETS,
+    network_restorer,
+    network_upscaler,
+    psnr_y,
+    score_folder,
+    score_restoration,
+)
 
-TEST_SETS = {'Set5': 'Set5/HR', 'Set14': 'Set14/HR', 'B100': 'B100/HR', 'Urban100': 'Urban100/HR'}
+TASK_OF_DATASET = {'LIPTDenoiseDataset': 'denoise', 'LIPTJPEGDataset': 'jpeg'}  # any other training dataset: SR
 # LIPT_SPEC.md section 5: the paper's LIPT-Tiny / LIPT-Small rows (PSNR, SSIM), DF2K, 1000 epochs on 8 GPUs.
 PAPER = {
     ('tiny', 2): {'Set5': (38.03, .9608), 'Set14': (33.61, .9184), 'B100': (32.20, .9000), 'Urban100': (32.12, .9286)},
@@ -60,12 +73,20 @@ CLASSIC = {
              3: {'Set5': 33.66, 'Set14': 29.77, 'B100': 28.82, 'Urban100': 27.14},
              4: {'Set5': 31.35, 'Set14': 28.01, 'B100': 27.29, 'Urban100': 25.18}},
 }
+# Published PSNR of DnCNN (Zhang et al., IEEE TIP 2017) as SwinIR's tables list them (Liang et al., ICCVW 2021): the
+# blind colour denoiser CDnCNN-B on CBSD68 and the blind DnCNN-3 (gray JPEG, one model for q 10-40) on Classic5. Only
+# the sets where our inputs match theirs: Classic5's q10 input scores 27.82 dB here as in their table; our gray
+# LIVE1 input does not (27.02 dB against their 27.77), so its figures are left out.
+DNCNN = {'denoise': {'CBSD68': {'15': 33.90, '25': 31.24, '50': 27.95}},
+         'jpeg': {'Classic5': {'10': 29.40, '20': 31.63, '30': 32.91, '40': 33.77}}}
 INTRO = """# Pretrained models
 
 Shipped inside the package (`lipt_arch/zoo/weights/`, fused, safetensors with the config in the metadata); `lipt models`
-lists them, `lipt_arch.zoo.load_pretrained('tiny', scale=4)` loads one, and `lipt infer` uses `lipt-tiny-x<scale>`
-(default x4) when no `--model` is given. Written by `benchmarks/zoo_eval.py`, which measured every score below;
-`tests/test_zoo.py` checks that an installed wheel reproduces the Set5 scores within 0.02 dB.
+lists them, `lipt_arch.zoo.load_pretrained('tiny', scale=4)` loads one (`task='denoise'` or `task='jpeg'` the
+restoration models), and `lipt infer` uses `lipt-tiny-x<scale>` (default x4) when no `--model` is given
+(`--model lipt-tiny-denoise`, `--model lipt-tiny-jpeg` for the others). Written by `benchmarks/zoo_eval.py`, which
+measured every score below; `tests/test_zoo.py` checks that an installed wheel reproduces each model's headline score
+(Set5; CBSD68 at sigma 25; Classic5 at quality 10) within 0.02 dB.
 
 **What these are.** CPU-budget models: LIPT-Tiny trained for one to three hours on 2 CPU cores with this project's own
 pipeline (`basicsr train` + LIPTModel) on the classic small training sets, not on the paper's DF2K (not obtainable on
@@ -73,7 +94,9 @@ the machines this project trains on) and not for the paper's 1000 epochs on 8 GP
 well below the paper's LIPT-Tiny; train with `options/train_LIPT_tiny_x*.yml` on DF2K for the paper's numbers.
 Y-PSNR (dB) / SSIM on the Y channel, `scale` border pixels cropped, HR modcropped, LR by MATLAB-style bicubic
 (LIPT_SPEC.md section 4); Urban100 is its first 20 images. FSRCNN's and VDSR's columns are their published scores
-(Urban100 over all 100 images).
+(Urban100 over all 100 images). Denoising and JPEG follow docs/restoration.md: the noisy or JPEG inputs are made on
+the fly with a seed per image name (the same inputs every run), noise not clipped; denoising scores RGB PSNR / SSIM,
+JPEG gray PSNR / SSIM / PSNR-B (OpenCV's gray, full range), no border cropped. Kodak24 and McMaster are full size.
 
 ## How they are trained
 
@@ -114,9 +137,31 @@ def cpu_description() -> str:
     return f"{info['model']}, {info['cpus']} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
+def _local(folder: str) -> Path:
+    return Path(folder) if Path(folder).is_dir() else shared_root() / Path(folder).relative_to('../shared')
+
+
 def _count_images(folder: str) -> int:
-    path = Path(folder) if Path(folder).is_dir() else shared_root() / Path(folder).relative_to('../shared')
-    return len(list_images(path))
+    path = _local(folder)
+    return len(list_images(path)) + sum(len(list_images(sub)) for sub in sorted(path.iterdir()) if sub.is_dir())
+
+
+def _set_names(folder: str) -> list[str]:
+    """The name of a folder of images, or of its sub-folders when the images are in those (``train/`` -> T91, ...)."""
+    path = _local(folder)
+    subs = [sub.name for sub in sorted(path.iterdir()) if sub.is_dir() and list_images(sub)]
+    return subs if subs and not list_images(path) else [path.name]
+
+
+def _degradation(train: dict) -> str:
+    """How the training inputs are made, for the card's data line."""
+    task = TASK_OF_DATASET.get(train['type'], 'sr')
+    if task == 'sr':
+        return 'LR by MATLAB-style bicubic'
+    low, high = (lambda v: (v[0], v[-1]) if isinstance(v, list) else (v, v))(train[RESTORATION[task]['option']])
+    if task == 'denoise':
+        return f'Gaussian noise of sigma {low}-{high} added to each crop'
+    return f'read as gray, each crop JPEG-encoded at quality {low}-{high}'
 
 
 def training_minutes(logs: list[Path], iteration: int) -> float | None:
@@ -151,14 +196,17 @@ def training_record(experiment: Path, iteration: int) -> dict:
     folders = train.get('hr_folders') or [train.get('dataroot_gt')]
     return {
         'options': f"options/zoo/train_{opt['name'].removeprefix('zoo_')}.yml",
-        'data': f"{' + '.join(Path(f).name for f in folders)} ({sum(map(_count_images, folders))} HR images; LR by "
-                'MATLAB-style bicubic)',
+        'task': TASK_OF_DATASET.get(train['type'], 'sr'),
+        'data': f"{' + '.join(n for f in folders for n in _set_names(f))} ({sum(map(_count_images, folders))} HR "
+                f'images; {_degradation(train)})',
         'iterations': iteration,
         'batch': train['batch_size_per_gpu'],
         'hr_patch': train['gt_size'],
         'lr': opt['train']['optim_g']['lr'],
         'schedule': opt['train']['scheduler']['type'],
+        'loss': opt['train']['pixel_opt']['type'].removesuffix('Loss'),
         'pretrained_from': opt['path'].get('pretrain_network_g'),
+        'init_all': bool(opt['path'].get('pretrain_network_g')) and opt['path'].get('strict_load_g', True),
         'wall_minutes': training_minutes(logs, iteration),
     }
 
@@ -183,24 +231,12 @@ def package_model(args: argparse.Namespace) -> None:
     record = training_record(experiment, checkpoint_iteration(checkpoint, experiment))
     record.update(cpu_minutes=round(args.cpu_seconds / 60, 1) if args.cpu_seconds else None, threads=args.threads,
                   machine=cpu_description(), init_from=args.init_from)
-    scale = config['upscale']
-    scores, bicubic = {}, {}
-    for name, sub in TEST_SETS.items():
-        folder = shared_root() / 'datasets' / sub
-        scores[name] = score_folder(network_upscaler(model), folder, scale)
-        bicubic[name] = score_folder(None, folder, scale)
-        print(f"{args.name} {name}: {scores[name]['psnr']:.2f} dB / {scores[name]['ssim']:.4f} "
-              f"(bicubic {bicubic[name]['psnr']:.2f} / {bicubic[name]['ssim']:.4f})", flush=True)
-    paper = PAPER.get((preset, scale), {})
-    card = {
-        'task': 'sr', 'preset': preset, 'scale': scale, 'file': weights.name, 'sha256': file_sha256(weights),
-        'fused_parameters': sum(p.numel() for p in model.parameters()),
-        'training': record,
-        'scores': {k: {'psnr': round(v['psnr'], 3), 'ssim': round(v['ssim'], 4), 'images': v['images']}
-                   for k, v in scores.items()},
-        'bicubic': {k: {'psnr': round(v['psnr'], 3), 'ssim': round(v['ssim'], 4)} for k, v in bicubic.items()},
-        'paper': {k: {'psnr': p, 'ssim': s} for k, (p, s) in paper.items()},
-    }
+    task = record.pop('task')
+    common = {'task': task, 'preset': preset, 'scale': config['upscale'], 'channels': config['num_in_ch'],
+              'file': weights.name, 'sha256': file_sha256(weights),
+              'fused_parameters': sum(p.numel() for p in model.parameters()), 'training': record}
+    scores = sr_scores(model, args.name, preset) if task == 'sr' else restoration_scores(model, args.name, task)
+    card = common | scores
     manifest = package_folder() / 'models.json'
     cards = json.loads(manifest.read_text()) if manifest.is_file() else {}
     cards[args.name] = card
@@ -209,64 +245,167 @@ def package_model(args: argparse.Namespace) -> None:
     print(f'wrote {weights} and its card in {manifest}')
 
 
+def _rounded(score: dict) -> dict:
+    return {k: round(v, 4 if k == 'ssim' else 3) if isinstance(v, float) else v for k, v in score.items()}
+
+
+def sr_scores(model: torch.nn.Module, name: str, preset: str) -> dict:
+    """The SR card's ``scores`` (Y-PSNR / SSIM per test set), ``bicubic`` and ``paper``."""
+    scale = model.config['upscale']
+    scores, bicubic = {}, {}
+    for test in TEST_SETS['sr']:
+        folder = shared_root() / 'datasets' / TEST_FOLDERS[test]
+        scores[test] = _rounded(score_folder(network_upscaler(model), folder, scale))
+        bicubic[test] = _rounded(score_folder(None, folder, scale))
+        bicubic[test].pop('images')
+        print(f"{name} {test}: {scores[test]['psnr']:.2f} dB / {scores[test]['ssim']:.4f} "
+              f"(bicubic {bicubic[test]['psnr']:.2f} / {bicubic[test]['ssim']:.4f})", flush=True)
+    paper = PAPER.get((preset, scale), {})
+    return {'scores': scores, 'bicubic': bicubic, 'paper': {k: {'psnr': p, 'ssim': s} for k, (p, s) in paper.items()}}
+
+
+def restoration_scores(model: torch.nn.Module, name: str, task: str) -> dict:
+    """The restoration card's ``scores`` and ``input`` (the degraded input's), per test set and level; ``paper`` is
+    empty (LIPT_SPEC.md gives no restoration figures for LIPT-Tiny)."""
+    scores, inputs = {}, {}
+    for test in TEST_SETS[task]:
+        folder = shared_root() / 'datasets' / TEST_FOLDERS[test]
+        scores[test], inputs[test] = {}, {}
+        for level in RESTORATION[task]['levels']:
+            got = scores[test][str(level)] = _rounded(score_restoration(network_restorer(model), folder, task, level))
+            base = inputs[test][str(level)] = _rounded(score_restoration(None, folder, task, level))
+            base.pop('images')
+            print(f"{name} {test} {LEVEL_NAMES[task]} {level}: {got['psnr']:.2f} dB / {got['ssim']:.4f} "
+                  f"(input {base['psnr']:.2f} / {base['ssim']:.4f})", flush=True)
+    return {'scores': scores, 'input': inputs, 'paper': {}}
+
+
+def _recipe_line(card: dict) -> str:
+    t = card['training']
+    if t.get('init_from'):
+        left_out = '' if t.get('init_all', False) else ' (all weights but the tail)'
+        start = f"; initialised from {t['init_from']}{left_out}"
+    else:
+        start = '; from scratch with zero-initialised residual branches'
+    return (f"- Recipe: `{t['options']}`: {t['iterations']} iterations, batch {t['batch']} of "
+            f"{t['hr_patch']}x{t['hr_patch']} {'HR ' if card['task'] == 'sr' else ''}patches, Adam lr {t['lr']} "
+            f"with {t['schedule']}, {t.get('loss', 'L1')} loss{start}.")
+
+
+def _card_head(name: str, card: dict) -> list[str]:
+    t = card['training']
+    kind = {'sr': f"x{card['scale']}", 'denoise': 'blind colour denoising',
+            'jpeg': 'blind gray JPEG artifact reduction'}
+    return [f"## {name}", '',
+            f"- Network: LIPT-{card['preset'].capitalize()} {kind[card['task']]}, {card['fused_parameters']:,} fused "
+            f"parameters; file `{card['file']}` (SHA-256 `{card['sha256'][:16]}...`).",
+            f"- Data: {t['data']}.",
+            _recipe_line(card),
+            f"- Training time: {t['wall_minutes']} min wall"
+            + (f", {t['cpu_minutes']} min of CPU time" if t.get('cpu_minutes') else '')
+            + f", {t['threads']} thread{'s' if t['threads'] > 1 else ''} on {t['machine']}, shared with "
+            'other work.', '']
+
+
+def _sr_table(card: dict) -> list[str]:
+    lines = ['| test set | LIPT (this model) | bicubic | FSRCNN | VDSR | paper\'s LIPT |', '|---|---|---|---|---|---|']
+    for test, score in card['scores'].items():
+        paper = card['paper'].get(test)
+        bic = card['bicubic'][test]
+        classic = [CLASSIC[net].get(card['scale'], {}).get(test) for net in ('FSRCNN', 'VDSR')]
+        lines.append(f"| {test} ({score['images']}) | {score['psnr']:.2f} / {score['ssim']:.4f} | "
+                     f"{bic['psnr']:.2f} / {bic['ssim']:.4f} | "
+                     + ''.join(f'{c:.2f} | ' if c else '- | ' for c in classic)
+                     + (f"{paper['psnr']:.2f} / {paper['ssim']:.4f} |" if paper else '- |'))
+    return lines
+
+
+def _restoration_table(card: dict) -> list[str]:
+    """Rows: test sets; columns: levels, each ``LIPT / input (DnCNN)`` PSNR, then the SSIM (and PSNR-B) of LIPT."""
+    task = card['task']
+    levels = list(next(iter(card['scores'].values())))
+    level = LEVEL_NAMES[task]
+    extra = ' PSNR-B' if task == 'jpeg' else ''
+    lines = ['| test set | ' + ' | '.join(f'{level} {v}' for v in levels) + f' | SSIM{extra} of LIPT |',
+             '|---|' + '---|' * (len(levels) + 1)]
+    for test, by_level in card['scores'].items():
+        cells = []
+        for v in levels:
+            dncnn = DNCNN[task].get(test, {}).get(v)
+            cells.append(f"{by_level[v]['psnr']:.2f} / {card['input'][test][v]['psnr']:.2f}"
+                         + (f' ({dncnn:.2f})' if dncnn else ''))
+        quality = ', '.join(f"{by_level[v]['ssim']:.4f}" + (f" {by_level[v]['psnrb']:.2f}" if extra else '')
+                            for v in levels)
+        images = next(iter(by_level.values()))['images']
+        lines.append(f"| {test} ({images}) | {' | '.join(cells)} | {quality} |")
+    metric = 'RGB PSNR' if task == 'denoise' else 'gray PSNR'
+    lines += ['', f'{metric} (dB) of LIPT / of the degraded input'
+              + (' (DnCNN\'s published figure, where our input matches its table\'s)' if DNCNN[task] else '') + '.']
+    return lines
+
+
 def markdown(cards: dict) -> str:
-    """docs/models.md from the cards."""
+    """docs/models.md from the cards: the SR models first, then the restoration ones."""
     lines = [INTRO]
-    for name, card in cards.items():
-        t = card['training']
-        lines += [f"## {name}", '',
-                  f"- Network: LIPT-{card['preset'].capitalize()} x{card['scale']}, {card['fused_parameters']:,} fused "
-                  f"parameters; file `{card['file']}` (SHA-256 `{card['sha256'][:16]}...`).",
-                  f"- Data: {t['data']}.",
-                  f"- Recipe: `{t['options']}`: {t['iterations']} iterations, batch {t['batch']} of "
-                  f"{t['hr_patch']}x{t['hr_patch']} HR patches, Adam lr {t['lr']} with {t['schedule']}, L1 loss"
-                  + (f"; initialised from {t['init_from']} (all weights but the tail)" if t.get('init_from') else
-                     '; from scratch with zero-initialised residual branches') + '.',
-                  f"- Training time: {t['wall_minutes']} min wall"
-                  + (f", {t['cpu_minutes']} min of CPU time" if t.get('cpu_minutes') else '')
-                  + f", {t['threads']} thread{'s' if t['threads'] > 1 else ''} on {t['machine']}, shared with "
-                  'other work.', '',
-                  '| test set | LIPT (this model) | bicubic | FSRCNN | VDSR | paper\'s LIPT |',
-                  '|---|---|---|---|---|---|']
-        for test, score in card['scores'].items():
-            paper = card['paper'].get(test)
-            bic = card['bicubic'][test]
-            classic = [CLASSIC[net].get(card['scale'], {}).get(test) for net in ('FSRCNN', 'VDSR')]
-            lines.append(f"| {test} ({score['images']}) | {score['psnr']:.2f} / {score['ssim']:.4f} | "
-                         f"{bic['psnr']:.2f} / {bic['ssim']:.4f} | "
-                         + ''.join(f'{c:.2f} | ' if c else '- | ' for c in classic)
-                         + (f"{paper['psnr']:.2f} / {paper['ssim']:.4f} |" if paper else '- |'))
+    for name, card in sorted(cards.items(), key=lambda kv: kv[1]['task'] != 'sr'):
+        lines += _card_head(name, card)
+        lines += _sr_table(card) if card['task'] == 'sr' else _restoration_table(card)
         lines.append('')
     return '\n'.join(lines)
 
 
 README_HEADER = ('| model | Set5 | Set14 | B100 | Urban100 (20) | Set5: bicubic / paper | training on a CPU |\n'
                  '|---|---|---|---|---|---|---|\n')
+README_RESTORATION_HEADER = ('| model | task | test set | PSNR at each level (input) | training on a CPU |\n'
+                             '|---|---|---|---|---|\n')
 
 
-def readme_table(cards: dict) -> str:
-    """README's table of the shipped models (header and one row per card; the scores as docs/models.md gives them)."""
-    rows = []
+def _budget(t: dict) -> str:
+    origin = re.search(r'x\d', t.get('init_from') or '')  # the scale of the model it was fine-tuned from
+    return f"{t['iterations']} it, {t['wall_minutes']} min" + (f' (from {origin[0]})' if origin else '')
+
+
+def readme_tables(cards: dict) -> list[str]:
+    """README's tables of the shipped models (header and one row per card; the scores as docs/models.md gives them):
+    the SR table, and the restoration table when a restoration model is shipped."""
+    sr, restoration = [], []
     for name, card in cards.items():
         t, scores = card['training'], card['scores']
-        cells = [f"{scores[test]['psnr']:.2f} / {scores[test]['ssim']:.4f}" for test in TEST_SETS]
-        paper = card['paper'].get('Set5', {}).get('psnr')
-        reference = f"{card['bicubic']['Set5']['psnr']:.2f} / " + (f'{paper:.2f}' if paper else '-')
-        origin = re.search(r'x\d', t.get('init_from') or '')  # the scale of the model it was fine-tuned from
-        budget = f"{t['iterations']} it, {t['wall_minutes']} min" + (f' (from {origin[0]})' if origin else '')
-        rows.append(f"| {name} | {' | '.join(cells)} | {reference} | {budget} |\n")
-    return README_HEADER + ''.join(rows)
+        if card['task'] == 'sr':
+            cells = [f"{scores[test]['psnr']:.2f} / {scores[test]['ssim']:.4f}" for test in TEST_SETS['sr']]
+            paper = card['paper'].get('Set5', {}).get('psnr')
+            reference = f"{card['bicubic']['Set5']['psnr']:.2f} / " + (f'{paper:.2f}' if paper else '-')
+            sr.append(f"| {name} | {' | '.join(cells)} | {reference} | {_budget(t)} |\n")
+            continue
+        test = TEST_SETS[card['task']][0]
+        level = LEVEL_NAMES[card['task']]
+        cells = ', '.join(f"{level} {v}: {s['psnr']:.2f} ({card['input'][test][v]['psnr']:.2f})"
+                          for v, s in scores[test].items())
+        task = 'colour denoising' if card['task'] == 'denoise' else 'gray JPEG'
+        restoration.append(f"| {name} | {task} | {test} | {cells} | {_budget(t)} |\n")
+    tables = [README_HEADER + ''.join(sr)]
+    return tables + ([README_RESTORATION_HEADER + ''.join(restoration)] if restoration else [])
 
 
 def write_readme_table(readme: Path, cards: dict) -> None:
-    """Replace the table of shipped models in ``readme`` (its header to the next blank line) by :func:`readme_table`."""
+    """Replace the tables of shipped models in ``readme`` (each from its header to the next blank line) by
+    :func:`readme_tables`; a table whose header is not there yet goes after the one before it."""
     text = readme.read_text()
-    start = text.find(README_HEADER)
-    if start < 0:
-        raise SystemExit(f'zoo_eval: {readme} has no table of shipped models (header: {README_HEADER.splitlines()[0]})')
-    end = text.find('\n\n', start)
-    readme.write_text(text[:start] + readme_table(cards) + text[end + 1:])
-    print(f'wrote the shipped-models table of {readme}')
+    end = None
+    for table in readme_tables(cards):
+        header = ''.join(table.splitlines(keepends=True)[:2])
+        start = text.find(header)
+        if start < 0 and end is None:
+            raise SystemExit(f'zoo_eval: {readme} has no table of shipped models (header: {header.splitlines()[0]})')
+        if start < 0:
+            text = text[:end + 1] + '\n' + table + text[end + 1:]
+            end = end + 1 + len(table)
+            continue
+        end = text.find('\n\n', start)
+        text = text[:start] + table + text[end + 1:]
+        end = start + len(table) - 1
+    readme.write_text(text)
+    print(f'wrote the shipped-models tables of {readme}')
 
 
 def label(img: np.ndarray, text: str) -> np.ndarray:

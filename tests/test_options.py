@@ -15,7 +15,7 @@ from lipt_arch.archs import LIPT
 
 from .conftest import REPO
 
-OPTIONS = sorted((REPO / 'options').glob('*.yml'))
+OPTIONS = sorted((REPO / 'options').glob('*.yml')) + sorted((REPO / 'options' / 'zoo').glob('*.yml'))
 BENCHMARKS = ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109']
 
 

@@ -35,3 +35,25 @@ def test_save_then_restore(tmp_path, monkeypatch):
     _experiment(tmp_path / 'c', 'run', [12])  # a newer local state is kept
     assert zoo_state.restore('run', tmp_path / 'c') == 12
     assert not (tmp_path / 'c' / 'run' / 'models' / 'net_g_8.pth').exists()
+
+
+def test_gray_start_gives_the_rgb_features_of_a_gray_image(tmp_path):
+    """A one-channel network started by ``gray-start`` computes, on a gray image, what the RGB network computes on
+    that image in three equal channels (away from the head's zero-padded border); the tail is left out."""
+    from lipt_arch.archs import LIPT
+
+    torch.manual_seed(0)
+    config = dict(upscale=2, num_feat=8, num_block=2, shared_depth=1, window_size=8)
+    rgb = LIPT(**config).eval()
+    torch.save({'params_ema': rgb.state_dict()}, tmp_path / 'rgb.pth')
+    assert zoo_state.main(['gray-start', str(tmp_path / 'rgb.pth'), str(tmp_path / 'gray.pth')]) == 0
+    params = read_checkpoint(tmp_path / 'gray.pth')['params_ema']
+    assert params['head.weight'].shape[1] == 1 and not any(k.startswith('tail.') for k in params)
+    gray = LIPT(**config, num_in_ch=1).eval()
+    assert gray.load_state_dict(params, strict=False).missing_keys == ['tail.weight', 'tail.bias']
+    gray.tail.load_state_dict(rgb.tail.state_dict())
+    x = torch.rand(1, 1, 128, 128)  # the border's difference spreads through the attention windows
+    with torch.no_grad():
+        diff = (rgb(x.expand(1, 3, 128, 128)) - gray(x)).abs()
+    assert diff[..., 112:144, 112:144].max() < 1e-4
+    assert diff.max() > 1e-4  # the border does differ: the check above is not vacuous

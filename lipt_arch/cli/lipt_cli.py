@@ -203,7 +203,8 @@ def _model_path(spec: str | None, scale: int | None) -> str:
 def _describe(config: dict) -> str:
     preset = matching_preset(config)
     name = f'LIPT-{preset}' if preset else f"LIPT (width {config['num_feat']}, {config['num_block']} blocks)"
-    return f"{name} x{config['upscale']}"
+    gray = ', gray' if config.get('num_in_ch', 3) == 1 else ''
+    return f"{name} x{config['upscale']}{gray}"
 
 
 # ---------------------------------------------------------------------------------------------------------- infer
@@ -400,13 +401,14 @@ def _models(args: argparse.Namespace) -> int:
     cards = zoo.model_cards()
     if not cards:
         raise CliError('no pretrained models in this install (lipt_arch/zoo/models.json missing)')
-    print(f'{"name":<16}{"task":<6}{"scale":<7}{"params":>9}  {"Set5 Y-PSNR (bicubic, paper)":<32}trained on')
+    print(f'{"name":<19}{"task":<9}{"scale":<7}{"params":>9}  {"test":<17}{"PSNR (bicubic or input, paper)":<32}'
+          'trained on')
     for name, card in cards.items():
-        set5, bicubic, paper = card['scores']['Set5'], card['bicubic']['Set5'], card['paper'].get('Set5')
+        test, score, baseline, paper = zoo.headline(card)
         paper_psnr = f"{paper['psnr']:.2f}" if paper else '-'
-        score = f"{set5['psnr']:.2f} dB ({bicubic['psnr']:.2f}, {paper_psnr})"
-        print(f"{name:<16}{card['task']:<6}{'x' + str(card['scale']):<7}{card['fused_parameters']:>9,}  {score:<32}"
-              f"{card['training']['data'].split(' (')[0]}, {card['training']['iterations']} it")
+        text = f"{score['psnr']:.2f} dB ({baseline['psnr']:.2f}, {paper_psnr})"
+        print(f"{name:<19}{card['task']:<9}{'x' + str(card['scale']):<7}{card['fused_parameters']:>9,}  {test:<17}"
+              f"{text:<32}{card['training']['data'].split(' (')[0]}, {card['training']['iterations']} it")
     print('Scores and training details: docs/models.md; load one with lipt_arch.zoo.load_pretrained(name).')
     return 0
 

@@ -1,8 +1,10 @@
 """Pretrained LIPT models shipped inside the package: fused weights (safetensors, config in the metadata) plus a
-model card each in ``models.json`` (data, recipe, training budget, scores next to bicubic and the paper's).
+model card each in ``models.json`` (data, recipe, training budget, scores next to bicubic or the degraded input and
+the paper's).
 
     from lipt_arch.zoo import load_pretrained
     net = load_pretrained('tiny', scale=4)   # or load_pretrained('lipt-tiny-x4'); fused, eval mode, on CPU
+    net = load_pretrained('tiny', task='denoise')   # lipt-tiny-denoise; task='jpeg': lipt-tiny-jpeg (gray)
 
 ``lipt models`` lists them; ``lipt infer`` uses ``lipt-tiny-x<scale>`` when no ``--model`` is given. The cards are
 written by ``benchmarks/zoo_eval.py``, which also measures the scores; docs/models.md is the human-readable form.
@@ -25,6 +27,10 @@ from lipt_arch.errors import CheckpointError
 MANIFEST = 'models.json'
 DEFAULT_PRESET = 'tiny'
 DEFAULT_SCALE = 4
+TASKS = ('sr', 'denoise', 'jpeg')
+# The score `lipt models` shows per task: (test set, level); the level is the noise sigma or the JPEG quality.
+HEADLINE = {'sr': ('Set5', None), 'denoise': ('CBSD68', '25'), 'jpeg': ('Classic5', '10')}
+LEVEL_NAMES = {'denoise': 'sigma', 'jpeg': 'q'}
 
 
 def package_folder() -> Path:
@@ -46,9 +52,12 @@ def model_name(preset: str = DEFAULT_PRESET, scale: int = DEFAULT_SCALE, task: s
     return f'lipt-{preset}-x{scale}' if task == 'sr' else f'lipt-{preset}-{task}'
 
 
-def resolve_name(spec: str = DEFAULT_PRESET, scale: int | None = None) -> str:
-    """A shipped model's name from a name (``'lipt-tiny-x2'``, case-insensitive) or a preset plus ``scale``
-    (``'tiny'``, 2; default scale 4). Raises ``ValueError`` naming the shipped models when there is none."""
+def resolve_name(spec: str = DEFAULT_PRESET, scale: int | None = None, task: str = 'sr') -> str:
+    """A shipped model's name from a name (``'lipt-tiny-x2'``, ``'lipt-tiny-denoise'``, case-insensitive) or a
+    preset plus ``scale`` (``'tiny'``, 2; default scale 4) or plus ``task`` (``'tiny'``, task ``'jpeg'``).
+    Raises ``ValueError`` naming the shipped models when there is none."""
+    if task not in TASKS:
+        raise ValueError(f'task must be one of {", ".join(TASKS)}, got {task!r}')
     cards = model_cards()
     key = spec.lower()
     if key in cards:
@@ -56,12 +65,26 @@ def resolve_name(spec: str = DEFAULT_PRESET, scale: int | None = None) -> str:
         if scale is not None and scale != card['scale']:
             raise ValueError(f"pretrained model {key!r} is x{card['scale']}, not x{scale}")
         return key
-    candidate = model_name(key, DEFAULT_SCALE if scale is None else scale)
+    if task != 'sr' and scale not in (None, 1):
+        raise ValueError(f'task {task!r} keeps the image size (scale 1), not x{scale}')
+    candidate = model_name(key, DEFAULT_SCALE if scale is None else scale, task)
     if candidate in cards:
         return candidate
     shipped = ', '.join(cards) or 'none'
-    raise ValueError(f'no pretrained LIPT {spec!r}' + (f' at x{scale}' if scale is not None else '') +
-                     f'; shipped models: {shipped}')
+    wanted = f' at x{scale}' if scale is not None and task == 'sr' else (f' for {task}' if task != 'sr' else '')
+    raise ValueError(f'no pretrained LIPT {spec!r}{wanted}; shipped models: {shipped}')
+
+
+def headline(card: dict[str, Any]) -> tuple[str, dict[str, float], dict[str, float], dict[str, float] | None]:
+    """The score ``lipt models`` shows for a card: ``(label, model, baseline, paper)``, e.g. ``('Set5', ...)`` with
+    bicubic as the baseline for SR, ``('CBSD68 sigma 25', ...)`` with the noisy input for denoising. Each score is a
+    ``{'psnr', 'ssim', ...}`` dict; ``paper`` is None where the paper gives no figure."""
+    test, level = HEADLINE[card['task']]
+    if level is None:
+        return test, card['scores'][test], card['bicubic'][test], card['paper'].get(test)
+    paper = card['paper'].get(test, {}).get(level)
+    return (f"{test} {LEVEL_NAMES[card['task']]} {level}", card['scores'][test][level], card['input'][test][level],
+            paper)
 
 
 def weights_path(name: str) -> Path:
@@ -87,14 +110,15 @@ def checked_weights(name: str) -> Path:
 
 
 def load_pretrained(spec: str = DEFAULT_PRESET, scale: int | None = None,
-                    device: torch.device | str = 'cpu') -> nn.Module:
-    """A shipped pretrained LIPT, fused, in eval mode: ``load_pretrained('tiny', scale=2)`` or
-    ``load_pretrained('lipt-tiny-x2')``. Input (B, C, H, W) in [0, 1] as for :class:`lipt_arch.LIPT`.
+                    device: torch.device | str = 'cpu', task: str = 'sr') -> nn.Module:
+    """A shipped pretrained LIPT, fused, in eval mode: ``load_pretrained('tiny', scale=2)``,
+    ``load_pretrained('lipt-tiny-x2')`` or ``load_pretrained('tiny', task='denoise')``. Input (B, C, H, W) in [0, 1]
+    as for :class:`lipt_arch.LIPT`: C = 3 (RGB) except for the gray JPEG model (C = 1).
 
     The file's SHA-256 is checked against its card, so a damaged install fails with a clear error.
     """
-    return load_model(checked_weights(resolve_name(spec, scale)), device)
+    return load_model(checked_weights(resolve_name(spec, scale, task)), device)
 
 
-__all__ = ['DEFAULT_PRESET', 'DEFAULT_SCALE', 'checked_weights', 'file_sha256', 'load_pretrained', 'model_cards',
-           'model_name', 'resolve_name', 'weights_path']
+__all__ = ['DEFAULT_PRESET', 'DEFAULT_SCALE', 'HEADLINE', 'LEVEL_NAMES', 'TASKS', 'checked_weights', 'file_sha256',
+           'headline', 'load_pretrained', 'model_cards', 'model_name', 'resolve_name', 'weights_path']
