@@ -36,7 +36,8 @@ import lipt_arch  # noqa: E402
 from benchmarks.machine import cpu_info  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
-from lipt_arch.data.sr_pairs import bicubic_upsample, list_images, load_folder_pairs  # noqa: E402
+from lipt_arch.data.sr_pairs import bicubic_upsample, load_folder_pairs  # noqa: E402
+from lipt_arch.image_io import is_image_path  # noqa: E402
 from lipt_arch.visualization import side_by_side  # noqa: E402
 from lipt_arch.zoo import LEVEL_NAMES, file_sha256, load_pretrained, model_cards, package_folder  # noqa: E402
 from lipt_arch.zoo.evaluate import (  # noqa: E402
@@ -117,15 +118,30 @@ logs report them, beside other work at load averages 2-14: not idle timings):
 | x2 from 3000, cosine shortened to 4250 (lr 4e-4 to 1e-5) | 2.0-2.8 | 37.48 / 37.48 / 37.48 at 3500 / 4000 / 4250 |
 | x2 continued in the fused form from 3000, lr 1.4e-3 (the cosine's value there) | 0.46 | diverged: 11.66 at +250 |
 | x2 continued in the fused form from 3000, lr 2e-4 | 0.45 | 37.43 / 37.42 at +250 / +500 (no gain) |
+| x2 from 4250, L2 loss, 64x64 LR patches, lr 2e-4 cosine | 3.7-4.3 | 37.48 / 37.48 at +250 / +500 (no gain) |
 | x4 from x2 (3000), lr 1e-3 | 2.0-2.9 | 27.75 / 31.08 / 31.32 / 31.40 at 500 / 1000 / 1500 / 2000 |
-| x3 from x2 (3000), lr 1e-3 | 2.0-3.0 | 29.57 / 33.41 / 33.66 / 33.72 at 500 / 1000 / 1500 / 2000 |
+| x3 from x2 (3000), lr 1e-3 | 2.0-3.0 | 29.57 / 33.41 / 33.66 / 33.72 / 33.77 at 500 / 1000 / 1500 / 2000 / 2500 |
 
-The x2 curve is flat after 3000 iterations, so the shipped x2 is the network of iteration 3000. The fused form's step
+The x2 curve is flat after 3000 iterations, and neither an L2 loss nor larger patches at a low learning rate move
+it, so the shipped x2 is the network of iteration 3000. The fused form's step
 is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
 attention projections it does not train at the six-branch form's learning rate, and at a rate it survives it gains
 nothing; every shipped model trains in the six-branch form. **Fine-tuning on your own data**: start from the training
 form, `zoo/training/<run>/net_g_<iter>.pth` in the repository (`path.pretrain_network_g` with `param_key_g:
 params_ema`), not from the fused weights in the package.
+
+**Denoising and JPEG** (`options/zoo/train_LIPT_tiny_denoise_blind.yml`, `..._jpeg_blind.yml`): the same pipeline
+with LIPTDenoiseDataset / LIPTJPEGDataset on all 341 training images, a sigma drawn per crop from [0, 50] or a JPEG
+quality from 10..40 (gray), batch 16 of 48x48 crops, `img_residual: true` (the network predicts the correction), L1,
+Adam lr 1e-3 on a cosine over 1000 iterations, EMA 0.995, bf16 + compile, from the x2 network's EMA weights at
+iteration 3000 (all but the tail; for the gray JPEG model the RGB head summed over R, G, B with the mean folded into
+its bias: `python benchmarks/zoo_state.py gray-start`). Validation as the logs report it (fused EMA network; CBSD68 at
+sigma 25, Classic5 at quality 10; noisy input 20.54 dB, JPEG input 27.82 dB):
+
+| run | step (s) | validation PSNR (dB) |
+|---|---|---|
+DENOISE_ROW
+JPEG_ROW
 """
 ITER_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: .*iter:\s*([\d,]+)')
 START_LINE = re.compile(r'^(\S+ \S+),\d+ INFO: Start training')
@@ -141,16 +157,21 @@ def _local(folder: str) -> Path:
     return Path(folder) if Path(folder).is_dir() else shared_root() / Path(folder).relative_to('../shared')
 
 
+def _images_in(path: Path) -> int:
+    """How many images ``path`` holds itself (not in sub-folders)."""
+    return sum(is_image_path(p) for p in path.iterdir())
+
+
 def _count_images(folder: str) -> int:
     path = _local(folder)
-    return len(list_images(path)) + sum(len(list_images(sub)) for sub in sorted(path.iterdir()) if sub.is_dir())
+    return _images_in(path) + sum(_images_in(sub) for sub in path.iterdir() if sub.is_dir())
 
 
 def _set_names(folder: str) -> list[str]:
     """The name of a folder of images, or of its sub-folders when the images are in those (``train/`` -> T91, ...)."""
     path = _local(folder)
-    subs = [sub.name for sub in sorted(path.iterdir()) if sub.is_dir() and list_images(sub)]
-    return subs if subs and not list_images(path) else [path.name]
+    subs = [sub.name for sub in sorted(path.iterdir()) if sub.is_dir() and _images_in(sub)]
+    return subs if subs and not _images_in(path) else [path.name]
 
 
 def _degradation(train: dict) -> str:
@@ -283,7 +304,7 @@ def restoration_scores(model: torch.nn.Module, name: str, task: str) -> dict:
 def _recipe_line(card: dict) -> str:
     t = card['training']
     if t.get('init_from'):
-        left_out = '' if t.get('init_all', False) else ' (all weights but the tail)'
+        left_out = '' if t.get('init_all', False) else ', all weights but the tail'
         start = f"; initialised from {t['init_from']}{left_out}"
     else:
         start = '; from scratch with zero-initialised residual branches'

@@ -24,6 +24,7 @@ from lipt_arch.data.denoise_dataset import LIPTDenoiseDataset
 from lipt_arch.data.jpeg_dataset import LIPTJPEGDataset
 from lipt_arch.data.sr_pairs import bicubic_upsample, load_folder_pairs
 from lipt_arch.metrics.psnrb import calculate_psnrb
+from lipt_arch.zoo import HEADLINE
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) float RGB [0, 1] -> (h*s, w*s, 3)
 
@@ -111,8 +112,6 @@ def score_restoration(restore: Restorer | None, folder: str | os.PathLike, task:
 def headline_score(model: nn.Module, card: dict, datasets: str | os.PathLike) -> dict[str, float]:
     """Score ``model`` on its card's headline test (:data:`lipt_arch.zoo.HEADLINE`: Set5 for SR, CBSD68 at sigma 25
     for denoising, Classic5 at quality 10 for JPEG), the test sets under ``datasets``; ``{'psnr', 'ssim', ...}``."""
-    from lipt_arch.zoo import HEADLINE
-
     test, level = HEADLINE[card['task']]
     folder = Path(datasets) / TEST_FOLDERS[test]
     if level is None:
