@@ -11,7 +11,7 @@ training logs (every resumed part), writes the fused
 weights to ``lipt_arch/zoo/weights/<name>.safetensors`` and the card (data, recipe, iterations, time, scores) to
 ``lipt_arch/zoo/models.json``. The task comes from the training dataset's type: SR models score Y-PSNR / SSIM on
 Set5, Set14, B100 and Urban100 next to bicubic and the paper's; the denoising model (LIPTDenoiseDataset) RGB PSNR /
-SSIM on CBSD68, Kodak24, McMaster and Urban100 at sigma 15, 25, 50; the JPEG model (LIPTJPEGDataset) gray PSNR /
+SSIM on CBSD68, Kodak24 and McMaster at sigma 15, 25, 50; the JPEG model (LIPTJPEGDataset) gray PSNR /
 SSIM / PSNR-B on Classic5 and LIVE1 at quality 10, 20, 30, 40, each next to the degraded input's. Test sets come
 from ``$LIPT_SHARED/datasets`` (default ``../shared``).
 """

@@ -78,6 +78,8 @@ def test_names_and_errors():
         name = zoo.model_name('tiny', task=task)
         if name in CARDS:
             assert zoo.resolve_name('tiny', task=task) == name == f'lipt-tiny-{task}'
+            with pytest.raises(ValueError, match=f"'lipt-tiny-x2' is for sr, not {task}"):
+                zoo.resolve_name('lipt-tiny-x2', task=task)
         else:
             with pytest.raises(ValueError, match=f'for {task}; shipped models'):
                 zoo.resolve_name('tiny', task=task)

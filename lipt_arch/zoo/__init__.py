@@ -64,6 +64,8 @@ def resolve_name(spec: str = DEFAULT_PRESET, scale: int | None = None, task: str
         card = cards[key]
         if scale is not None and scale != card['scale']:
             raise ValueError(f"pretrained model {key!r} is x{card['scale']}, not x{scale}")
+        if task != 'sr' and task != card['task']:
+            raise ValueError(f"pretrained model {key!r} is for {card['task']}, not {task}")
         return key
     if task != 'sr' and scale not in (None, 1):
         raise ValueError(f'task {task!r} keeps the image size (scale 1), not x{scale}')
