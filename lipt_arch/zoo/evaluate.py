@@ -62,7 +62,7 @@ def score_folder(upscale: Upscaler | None, folder: str | os.PathLike, scale: int
 
 
 # The zoo's test sets per task, and where each lives under a datasets folder (``$LIPT_SHARED/datasets``).
-TEST_SETS = {'sr': ('Set5', 'Set14', 'B100', 'Urban100'), 'denoise': ('CBSD68', 'Kodak24', 'McMaster'),
+TEST_SETS = {'sr': ('Set5', 'Set14', 'B100', 'Urban100'), 'denoise': ('CBSD68', 'McMaster'),
              'jpeg': ('Classic5', 'LIVE1')}
 TEST_FOLDERS = {'Set5': 'Set5/HR', 'Set14': 'Set14/HR', 'B100': 'B100/HR', 'Urban100': 'Urban100/HR',
                 'CBSD68': 'CBSD68', 'Kodak24': 'Kodak24', 'McMaster': 'McMaster', 'Classic5': 'Classic5',
