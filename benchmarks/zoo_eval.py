@@ -350,7 +350,7 @@ def _restoration_table(card: dict) -> list[str]:
     task = card['task']
     levels = list(next(iter(card['scores'].values())))
     level = LEVEL_NAMES[task]
-    extra = ' PSNR-B' if task == 'jpeg' else ''
+    extra = ' / PSNR-B' if task == 'jpeg' else ''
     lines = ['| test set | ' + ' | '.join(f'{level} {v}' for v in levels) + f' | SSIM{extra} of LIPT |',
              '|---|' + '---|' * (len(levels) + 1)]
     for test, by_level in card['scores'].items():
@@ -359,11 +359,11 @@ def _restoration_table(card: dict) -> list[str]:
             dncnn = DNCNN[task].get(test, {}).get(v)
             cells.append(f"{by_level[v]['psnr']:.2f} / {card['input'][test][v]['psnr']:.2f}"
                          + (f' ({dncnn:.2f})' if dncnn else ''))
-        quality = ', '.join(f"{by_level[v]['ssim']:.4f}" + (f" {by_level[v]['psnrb']:.2f}" if extra else '')
+        quality = ', '.join(f"{by_level[v]['ssim']:.4f}" + (f" / {by_level[v]['psnrb']:.2f}" if extra else '')
                             for v in levels)
         images = next(iter(by_level.values()))['images']
         lines.append(f"| {test} ({images}) | {' | '.join(cells)} | {quality} |")
-    metric = 'RGB PSNR' if task == 'denoise' else 'gray PSNR'
+    metric = 'RGB PSNR' if task == 'denoise' else 'Gray PSNR'
     lines += ['', f'{metric} (dB) of LIPT / of the degraded input'
               + (' (DnCNN\'s published figure, where our input matches its table\'s)' if DNCNN[task] else '') + '.']
     return lines

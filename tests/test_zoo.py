@@ -20,7 +20,7 @@ from lipt_arch.zoo.evaluate import TEST_SETS, headline_score, score_restoration
 from .conftest import REPO, SHARED, shared_path
 
 CARDS = zoo.model_cards()
-REQUIRED = ('lipt-tiny-x2', 'lipt-tiny-x3', 'lipt-tiny-x4')
+REQUIRED = ('lipt-tiny-x2', 'lipt-tiny-x3', 'lipt-tiny-x4', 'lipt-tiny-denoise', 'lipt-tiny-jpeg')
 TOLERANCE_DB = 0.02  # a card's headline score (Set5 for SR) as an install reproduces it
 
 
