@@ -36,6 +36,7 @@ import lipt_arch  # noqa: E402
 from benchmarks.machine import cpu_info  # noqa: E402
 from benchmarks.train_t91 import shared_root  # noqa: E402
 from lipt_arch.checkpoints import load_any  # noqa: E402
+from lipt_arch.data.restoration import parse_level  # noqa: E402
 from lipt_arch.data.sr_pairs import bicubic_upsample, load_folder_pairs  # noqa: E402
 from lipt_arch.image_io import is_image_path  # noqa: E402
 from lipt_arch.visualization import side_by_side  # noqa: E402
@@ -183,7 +184,8 @@ def _degradation(train: dict) -> str:
     task = TASK_OF_DATASET.get(train['type'], 'sr')
     if task == 'sr':
         return 'LR by MATLAB-style bicubic'
-    low, high = (lambda v: (v[0], v[-1]) if isinstance(v, list) else (v, v))(train[RESTORATION[task]['option']])
+    option = RESTORATION[task]['option']
+    low, high = (f'{v:g}' for v in parse_level(train[option], option, 0, 255))
     if task == 'denoise':
         return f'Gaussian noise of sigma {low}-{high} added to each crop'
     return f'read as gray, each crop JPEG-encoded at quality {low}-{high}'
