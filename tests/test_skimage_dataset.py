@@ -120,3 +120,32 @@ def test_load_folder_pairs_errors(tmp_path):
         load_folder_pairs(tmp_path / 'nope', 2)
     with pytest.raises(FileNotFoundError, match='no images'):
         load_folder_pairs(tmp_path, 2)
+
+
+def test_hr_downscales_add_shrunk_copies(tmp_path):
+    """Scale augmentation: each factor adds the image shrunk by MATLAB bicubic, then paired as usual."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.png'), img)
+    pairs = load_folder_pairs(tmp_path, 2, hr_downscales=[0.5, 0.75])
+    assert [p.name for p in pairs] == ['a', 'a@0.5', 'a@0.75']
+    assert pairs[1].hr.shape == (30, 40, 3) and pairs[1].lr.shape == (15, 20, 3)
+    assert pairs[2].hr.shape == (44, 60, 3)  # 45 x 60, modcropped to the scale
+    shrunk = np.clip(np.round(imresize(img[:, :, ::-1].astype(np.float32) / 255, 0.5) * 255), 0, 255) / 255
+    assert np.abs(pairs[1].hr - shrunk).max() < 1e-6
+    opt = {'name': 'hr', 'type': 'BicubicSRDataset', 'dataroot_gt': str(tmp_path), 'scale': 2, 'phase': 'train',
+           'gt_size': 40, 'skip_smaller': True, 'hr_downscales': [0.5, 0.75]}
+    dataset = build_dataset(opt)
+    assert len(dataset) == 2 and dataset.skipped == ['a@0.5']
+
+
+@pytest.mark.parametrize('factors', [0.9, 0, [1.0], [0], [0.5, 'x'], [True]])
+def test_hr_downscales_must_be_factors_below_one(tmp_path, factors):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="'hr_downscales' must be a list of factors between 0 and 1"):
+        build_dataset({'name': 'hr', 'type': 'BicubicSRDataset', 'dataroot_gt': str(tmp_path), 'scale': 2,
+                       'phase': 'val', 'hr_downscales': factors})

@@ -94,9 +94,25 @@ def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
     return to_rgb_uint8(img)
 
 
-def load_folder_pairs(folder: str | os.PathLike, scale: int, center_crop: int | None = None) -> list[SRPair]:
-    """Every image of an HR folder as an :class:`SRPair` (modcropped HR, bicubic LR)."""
-    return [make_pair(path.stem, read_rgb_uint8(path), scale, center_crop) for path in list_images(folder)]
+def downscale_uint8(img: np.ndarray, factor: float) -> np.ndarray:
+    """MATLAB-style bicubic resize of an (H, W, C) uint8 image by ``factor`` (0 < factor < 1), rounded to uint8."""
+    out = imresize(img.astype(np.float32) / 255.0, factor)
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def load_folder_pairs(folder: str | os.PathLike, scale: int, center_crop: int | None = None,
+                      hr_downscales: Sequence[float] = ()) -> list[SRPair]:
+    """Every image of an HR folder as an :class:`SRPair` (modcropped HR, bicubic LR).
+
+    ``hr_downscales`` adds, for each factor f in (0, 1), a pair made from the image first shrunk by f (MATLAB
+    bicubic, 8-bit), named ``<stem>@<f>``: the scale augmentation of the classic 291-image recipes."""
+    pairs = []
+    for path in list_images(folder):
+        rgb = read_rgb_uint8(path)
+        pairs.append(make_pair(path.stem, rgb, scale, center_crop))
+        pairs += [make_pair(f'{path.stem}@{f:g}', downscale_uint8(rgb, f), scale, center_crop) for f in hr_downscales
+                  if min(round(d * f) for d in rgb.shape[:2]) >= scale]
+    return pairs
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
