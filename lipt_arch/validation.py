@@ -93,6 +93,17 @@ def positive_option(opt: Mapping[str, Any], key: str, owner: str, required: bool
     return value
 
 
+def downscale_factors(name: str, value: Any) -> list[float]:
+    """``value`` as a list of factors strictly between 0 and 1 (None gives []), else :class:`OptionError`
+    ``'<name>: must be a list of factors between 0 and 1 ...'`` (``name`` as the user wrote it)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(is_number(f) and 0 < f < 1 for f in value):
+        raise OptionError(f'{name}: must be a list of factors between 0 and 1 (exclusive), e.g. [0.9, 0.8, 0.7, '
+                          f'0.6], got {value!r}')
+    return [float(f) for f in value]
+
+
 def _join(values: Sequence[Any]) -> str:
     return ', '.join(map(str, values))
 
@@ -654,6 +665,8 @@ def _check_dataset(name: str, dataset: Mapping[str, Any], scale: Any) -> None:
     for key in ('use_hflip', 'use_rot', 'skip_smaller'):
         if dataset.get(key) is not None and not isinstance(dataset[key], bool):
             raise OptionError(f'{name}.{key}: must be true or false, got {dataset[key]!r}')
+    if dataset.get('type') == 'BicubicSRDataset':
+        downscale_factors(f'{name}.hr_downscales', dataset.get('hr_downscales'))
     if 'num_worker_per_gpu' in dataset:
         workers = dataset['num_worker_per_gpu']
         if not is_int(workers) or workers < 0:

@@ -221,6 +221,12 @@ def test_skip_smaller_with_some_large_images_passes(tmp_path):
         check_patch_size('datasets.train', opt['datasets']['train'])
 
 
+@pytest.mark.parametrize('factors', [[1.5], 0.8])
+def test_hr_downscales_out_of_range_is_refused_at_start(tmp_path, capsys, factors):
+    status, err = _run(tmp_path, _bicubic_train(tmp_path, hr_downscales=factors), capsys)
+    _assert_refused(tmp_path, status, err, 'datasets.train.hr_downscales: must be a list of factors between 0 and 1')
+
+
 # image folders without images -----------------------------------------------------------------------------------
 @pytest.mark.parametrize('command', ['train', 'test'])
 def test_validation_folder_without_images_is_refused_at_start(tmp_path, capsys, command):

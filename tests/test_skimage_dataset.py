@@ -146,6 +146,6 @@ def test_hr_downscales_must_be_factors_below_one(tmp_path, factors):
     import cv2
 
     cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ValueError, match="'hr_downscales' must be a list of factors between 0 and 1"):
+    with pytest.raises(ValueError, match="'hr_downscales': must be a list of factors between 0 and 1"):
         build_dataset({'name': 'hr', 'type': 'BicubicSRDataset', 'dataroot_gt': str(tmp_path), 'scale': 2,
                        'phase': 'val', 'hr_downscales': factors})

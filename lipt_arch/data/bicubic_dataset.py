@@ -24,7 +24,7 @@ from typing import Any
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from lipt_arch.validation import positive_option
+from lipt_arch.validation import downscale_factors, positive_option
 
 from .sr_pairs import PairedMemoryDataset, load_folder_pairs
 
@@ -47,11 +47,7 @@ class BicubicSRDataset(PairedMemoryDataset):
         if opt.get('phase') == 'train' and gt_size is None:
             raise ValueError("BicubicSRDataset option 'gt_size' is required for training")
         center_crop = positive_option(opt, 'center_crop', 'BicubicSRDataset')
-        downscales = [] if opt.get('hr_downscales') is None else opt['hr_downscales']
-        if (not isinstance(downscales, list)
-                or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in downscales)):
-            raise ValueError("BicubicSRDataset option 'hr_downscales' must be a list of factors between 0 and 1 "
-                             f"(exclusive), e.g. [0.9, 0.8, 0.7, 0.6], got {opt['hr_downscales']!r}")
+        downscales = downscale_factors("BicubicSRDataset option 'hr_downscales'", opt.get('hr_downscales'))
         pairs = [pair for root in roots for pair in load_folder_pairs(root, scale, center_crop, downscales)]
         skip_smaller = opt.get('skip_smaller', False)
         if not isinstance(skip_smaller, bool):
