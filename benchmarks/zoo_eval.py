@@ -231,6 +231,8 @@ def training_record(experiment: Path, iteration: int) -> dict:
         'hr_patch': train['gt_size'],
         'lr': opt['train']['optim_g']['lr'],
         'schedule': opt['train']['scheduler']['type'],
+        'periods': opt['train']['scheduler'].get('periods'),
+        'restart_weights': opt['train']['scheduler'].get('restart_weights'),
         'loss': opt['train']['pixel_opt']['type'].removesuffix('Loss'),
         'pretrained_from': opt['path'].get('pretrain_network_g'),
         'init_all': bool(opt['path'].get('pretrain_network_g')) and opt['path'].get('strict_load_g', True),
@@ -314,9 +316,13 @@ def _recipe_line(card: dict) -> str:
         start = f"; initialised from {t['init_from']}{left_out}"
     else:
         start = '; from scratch with zero-initialised residual branches'
+    schedule = t['schedule']
+    if len(t.get('periods') or []) > 1:  # warm restarts: say where and how high
+        weights = ', '.join(f'{w:g}' for w in t['restart_weights'])
+        schedule += f" (periods {', '.join(map(str, t['periods']))}; restart weights {weights})"
     return (f"- Recipe: `{t['options']}`: {t['iterations']} iterations, batch {t['batch']} of "
             f"{t['hr_patch']}x{t['hr_patch']} {'HR ' if card['task'] == 'sr' else ''}patches, Adam lr {t['lr']} "
-            f"with {t['schedule']}, {t.get('loss', 'L1')} loss{start}.")
+            f"with {schedule}, {t.get('loss', 'L1')} loss{start}.")
 
 
 def _card_head(name: str, card: dict) -> list[str]:

@@ -175,6 +175,25 @@ def test_readme_table_is_the_cards(tmp_path):
     assert stale.read_text() == 'intro\n\n' + '\n'.join(tables) + '\nafter\n'
 
 
+def test_models_doc_is_the_cards():
+    """docs/models.md is what ``benchmarks/zoo_eval.py --markdown`` writes from the cards."""
+    from benchmarks.zoo_eval import markdown
+
+    assert (REPO / 'docs' / 'models.md').read_text() == markdown(CARDS), \
+        'run: python benchmarks/zoo_eval.py --markdown docs/models.md'
+
+
+def test_recipe_line_names_warm_restarts():
+    from benchmarks.zoo_eval import _recipe_line
+
+    training = {'options': 'o.yml', 'iterations': 6500, 'batch': 16, 'hr_patch': 96, 'lr': 0.002,
+                'schedule': 'CosineAnnealingRestartLR', 'periods': [4250, 2250], 'restart_weights': [1, 0.5]}
+    line = _recipe_line({'task': 'sr', 'training': training})
+    assert 'CosineAnnealingRestartLR (periods 4250, 2250; restart weights 1, 0.5), L1 loss' in line
+    one_period = _recipe_line({'task': 'sr', 'training': training | {'periods': [1000], 'restart_weights': [1]}})
+    assert 'with CosineAnnealingRestartLR, L1 loss' in one_period
+
+
 @pytest.mark.slow
 def test_installed_wheel_reproduces_scores(tmp_path):
     """Build the wheel, install it into a separate folder, and score every shipped model from there."""
