@@ -162,6 +162,21 @@ def test_compare_bicubic_final_summary_and_side_by_side(trained, root, capsys):
     assert img.shape[0] == 32 and img.shape[1] == 3 * 32 + 2 * 4  # bicubic | LIPT | GT, 4 px gaps
 
 
+def test_final_validation_is_logged_at_total_iter(trained):
+    """Stock train_pipeline hands its final validation total_iter + the epochs left; it is the total_iter network."""
+    model, opt, val_loader = trained
+    total = opt['train']['total_iter']
+    saved = model.__dict__.pop('best_metric_results', None)
+    try:
+        model.validation(val_loader, total + 2, None)
+        assert {result['iter'] for result in model.best_metric_results[val_loader.dataset.opt['name']].values()} == {
+            total}
+    finally:
+        del model.best_metric_results
+        if saved is not None:
+            model.best_metric_results = saved
+
+
 def test_format_metrics():
     assert format_metrics({'psnr': 30.1234, 'ssim': 0.91234}) == 'PSNR 30.12 dB / SSIM 0.9123'
 
