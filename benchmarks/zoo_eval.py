@@ -122,12 +122,15 @@ logs report them, beside other work at load averages 2-14: not idle timings):
 | x2 from 4250, L2 loss, 64x64 LR patches, lr 2e-4 cosine | 3.7-4.3 | 37.48 / 37.48 at +250 / +500 (no gain) |
 | x2 from 4250, restart at lr 1e-3, cosine 2250 | 1.8-2.4 | 37.53 / 37.56 / 37.57 / 37.58 at 4500 / 5000 / 5500 / 6500 |
 | x4 from x2 (3000), lr 1e-3 | 2.0-2.9 | 27.75 / 31.08 / 31.32 / 31.40 at 500 / 1000 / 1500 / 2000 |
+| x4 continued from 2250 on the same cosine (to 4000) | 1.9-2.1 | 31.45 / 31.47 / 31.47 at 2500 / 3000 / 3500 |
 | x3 from x2 (3000), lr 1e-3 | 2.0-3.0 | 29.57 / 33.41 / 33.66 / 33.72 / 33.77 at 500 / 1000 / 1500 / 2000 / 2500 |
 
 At the bottom of its first cosine the x2 curve is flat (37.48 dB from 3000 to 4250), and neither an L2 loss nor
 larger patches at a low learning rate move it; a warm restart does: with the learning rate back at 1e-3 and annealed
 again over 2250 iterations, Set5 passes VDSR's 37.53 dB within 250 iterations and ends at 37.58 dB. The shipped x2 is
-the network of iteration 6500 (x3 and x4 start from its iteration 3000, before the restart). The fused form's step
+the network of iteration 6500 (x3 and x4 start from its iteration 3000, before the restart). x3 is shipped at
+iteration 2500 of its 4000-iteration cosine, x4 at 3500 of 4000, where its curve has flattened; the committed
+states continue both. The fused form's step
 is about 4.8x cheaper (no six-branch convs, no BatchNorm), but without the BatchNorm in the
 attention projections it does not train at the six-branch form's learning rate, and at a rate it survives it gains
 nothing; every shipped model trains in the six-branch form. **Fine-tuning on your own data**: start from the training
