@@ -214,8 +214,8 @@ def test_int8_of_the_shipped_model_stays_close_to_fp32():
     inputs = calibration_inputs(shared_path('datasets', 'train', 'General100'), model.config, count=3, size=48, seed=1)
 
     def lowest_psnr(onnx_model: bytes) -> float:
-        session = _ort_session(onnx_model)
-        got = [torch.from_numpy(session.run(None, {'image': x.numpy()})[0]) for x in inputs]
+        ort = _ort_session(onnx_model)
+        got = [torch.from_numpy(ort.run(None, {'image': x.numpy()})[0]) for x in inputs]
         with torch.no_grad():
             return min(psnr(g, model(x)) for g, x in zip(got, inputs))
 
@@ -294,10 +294,10 @@ def test_cli_export_int8_runs_in_onnxruntime(ckpt, calibration_folder, net, tmp_
     graph = onnx.load(str(path)).graph
     assert {'QuantizeLinear', 'DequantizeLinear'} <= {n.op_type for n in graph.node}
     assert all(d.dim_param for i, d in enumerate(graph.input[0].type.tensor_type.shape.dim) if i != 1)
-    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    ort = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     fp32 = optimize(net)
     for x in lr_inputs(1, 21, 35, seed=8) + lr_inputs(1, 40, 16, seed=9):
-        got = torch.from_numpy(session.run(None, {'image': x.numpy()})[0])
+        got = torch.from_numpy(ort.run(None, {'image': x.numpy()})[0])
         assert got.shape == (1, 3, 2 * x.shape[2], 2 * x.shape[3])
         assert psnr(got, fp32(x)) >= INT8_MIN_PSNR
 

@@ -44,10 +44,14 @@ def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
+def _resize_to_8bit_levels(img: np.ndarray, factor: float) -> np.ndarray:
+    """MATLAB-style bicubic resize of (H, W, C) float [0, 1] by ``factor``, as float levels rounded into 0..255."""
+    return np.clip(np.round(imresize(img, factor) * 255.0), 0, 255)
+
+
 def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB-style bicubic ``1/scale`` downsampling of (H, W, C) float [0, 1]; output rounded to 8-bit levels."""
-    lr = imresize(hr, 1 / scale)
-    return (np.clip(np.round(lr * 255.0), 0, 255) / 255.0).astype(np.float32)
+    return (_resize_to_8bit_levels(hr, 1 / scale) / 255.0).astype(np.float32)
 
 
 def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -96,8 +100,7 @@ def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
 
 def downscale_uint8(img: np.ndarray, factor: float) -> np.ndarray:
     """MATLAB-style bicubic resize of an (H, W, C) uint8 image by ``factor`` (0 < factor < 1), rounded to uint8."""
-    out = imresize(img.astype(np.float32) / 255.0, factor)
-    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+    return _resize_to_8bit_levels(img.astype(np.float32) / 255.0, factor).astype(np.uint8)
 
 
 def load_folder_pairs(folder: str | os.PathLike, scale: int, center_crop: int | None = None,
